@@ -1,0 +1,41 @@
+# CLAP for ROS 2: one entry point per job. `make help` lists them.
+SHELL := /bin/bash
+ROOT := $(abspath .)
+VENV ?= $(ROOT)/.venv
+ENV := source $(ROOT)/scripts/env.sh
+SETUP_STAMP := $(VENV)/.clap-setup
+SETUP_INPUTS := scripts/setup.sh scripts/ros_env.sh scripts/fix_ros_wheel_cmake.py requirements/python.txt requirements/no-deps.txt requirements/ros-wheels.txt \
+	$(shell find src -name package.xml -o -name setup.py -o -name setup.cfg -o -name CMakeLists.txt \
+	  -o -name '*.msg' -o -name '*.srv' -o -name '*.action' 2>/dev/null)
+PYTEST_ARGS ?=
+
+.PHONY: help setup build test lint demo bench clean
+
+help:
+	@echo "make setup   venv + ROS 2 Jazzy (apt or PyPI wheels) + pinned deps + colcon build"
+	@echo "make demo    run the CLAP pipeline end to end on the embedded default (CPU)"
+	@echo "make test    run every test (sets up first when needed)"
+	@echo "make bench   run the benchmarks under bench/ (figures go to bench/RESULTS.md by hand)"
+	@echo "make clean   remove build/, install/, log/ (keeps .venv)"
+
+setup: $(SETUP_STAMP)
+
+$(SETUP_STAMP): $(SETUP_INPUTS)
+	bash scripts/setup.sh
+	@touch $@
+
+build: setup
+	$(ENV) && colcon build --symlink-install --base-paths src --cmake-args -DBUILD_TESTING=OFF \
+	  --event-handlers console_direct- summary+
+
+test: setup
+	$(ENV) && bash scripts/run_tests.sh $(PYTEST_ARGS)
+
+demo: setup
+	$(ENV) && bash scripts/demo.sh
+
+bench: setup
+	$(ENV) && for b in bench/*.py; do echo "== $$b"; python "$$b" || exit 1; done
+
+clean:
+	rm -rf build install log

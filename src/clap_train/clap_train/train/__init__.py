@@ -1,0 +1,1 @@
+"""Training runners, one module per stage, sharing the loop and checkpointing in loop.py."""
