@@ -32,7 +32,7 @@ test: setup
 	$(ENV) && bash scripts/run_tests.sh $(PYTEST_ARGS)
 
 demo: setup
-	$(ENV) && bash scripts/demo.sh
+	$(ENV) && python scripts/demo.py $(DEMO_ARGS)
 
 bench: setup
 	$(ENV) && for b in bench/*.py; do echo "== $$b"; python "$$b" || exit 1; done

@@ -13,4 +13,6 @@ CLAP_VENV_DIR="$_clap_venv" source "$_clap_root/scripts/ros_env.sh"
 source "$_clap_venv/bin/activate"
 source "$_clap_root/install/local_setup.bash"
 export CLAP_ROOT="$_clap_root"
+# MuJoCo picks its GL backend at first import; EGL renders headless (the simulation's cameras).
+export MUJOCO_GL="${MUJOCO_GL:-egl}"
 unset _clap_root _clap_venv

@@ -12,4 +12,4 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 echo "run_tests: ROS_DOMAIN_ID=$ROS_DOMAIN_ID"
 python -c 'import rclpy, clap_msgs.msg, clap_train' || {
   echo "run_tests: rclpy, clap_msgs or clap_train does not import: the workspace is not set up" >&2; exit 1; }
-exec python -m pytest -p no:cacheprovider --import-mode=importlib -ra --timeout=600 "$@" src
+exec python -m pytest -p no:cacheprovider --import-mode=importlib -ra --timeout=600 "$@" src test

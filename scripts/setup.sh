@@ -59,6 +59,16 @@ if [ "$ROS_FROM" = wheels ]; then
   CLAP_VENV_DIR="$VENV"; set +u; source scripts/ros_env.sh; set -u
 fi
 
+# Headless rendering of the simulation (MuJoCo through EGL, Mesa's software renderer).
+if ! ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1 '; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing EGL + Mesa for headless rendering (apt)"
+    apt-get update -qq && apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 >/dev/null
+  else
+    echo "setup: warning: no libEGL.so.1; the simulation needs: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1" >&2
+  fi
+fi
+
 say "colcon build"
 export PATH="$VENV/bin:$PATH"
 export PYTHONWARNINGS="ignore::DeprecationWarning"

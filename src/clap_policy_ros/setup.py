@@ -1,4 +1,4 @@
-"""clap_policy_ros: the ROS 2 side of CLAP (rclpy wiring only; everything learned is in clap_train)."""
+"""clap_policy_ros: the ROS 2 side of CLAP (rclpy wiring; everything learned is in clap_train)."""
 
 import glob
 
@@ -31,6 +31,8 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
+            "policy_node = clap_policy_ros.node:main",
+            "replay = clap_policy_ros.replay:main",
         ],
     },
 )

@@ -20,6 +20,7 @@ setup(
     python_requires=">=3.11",
     install_requires=[
         "numpy",
+        "scipy",
         "PyYAML",
         "tqdm",
         "matplotlib",
@@ -30,6 +31,7 @@ setup(
         "torch",
         "transformers>=5.0",
         "accelerate",
+        "peft",
         "rosbags",
         "tensorboard",
     ],

@@ -29,13 +29,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "label-videos": ("clap_train.train.label_videos", "write VD-VAE pseudo action tokens into a human-video dataset"),
     "eval": ("clap_train.eval.cli", "evaluations: rate-distortion"),
     "predict": ("clap_train.predict_cli", "run ClapPolicy on images from files and print the chunk"),
-    "sim": ("clap_train.sim_cli", "simulation jobs (record demonstrations, closed-loop eval)"),
 }
 
 # name -> (ROS package, executable, help). Started as subprocesses: they need rclpy.
 ROS_COMMANDS: dict[str, tuple[str, str, str]] = {
     "replay": ("clap_policy_ros", "replay", "publish a rosbag2 recording on its original topics (needs ROS)"),
     "node": ("clap_policy_ros", "policy_node", "run the policy node (needs ROS)"),
+    "sim": ("clap_sim", "sim", "simulation: record scripted demos, human videos, closed-loop eval"),
 }
 
 
@@ -80,7 +80,16 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        return subprocess.call([path, *rest])
+        child = subprocess.Popen([path, *rest])
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reached the child too (same process group): let it shut down cleanly.
+            try:
+                return child.wait(timeout=15)
+            except (KeyboardInterrupt, subprocess.TimeoutExpired):
+                child.kill()
+                return child.wait()
     if name not in COMMANDS:
         parser.error(f"unknown command {name!r}; choose from {', '.join([*COMMANDS, *ROS_COMMANDS])}")
     module_name, help_text = COMMANDS[name]

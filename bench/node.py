@@ -1,0 +1,282 @@
+"""Benchmark of the CLAP policy node over real DDS (the node runs in its own process).
+
+1. Node overhead: three 224x224 rgb8 cameras at 30 Hz -> ActionChunk. Per chunk:
+   (ActionChunk arrival - its observation stamp) - the model's own time (inference_latency),
+   i.e. image transport + conversion + synchronizer + worker wake-up + chunk publishing + the
+   chunk's transport back, as a share of the 33.3 ms control step. Goal <= 5 %.
+2. Chunk boundaries: the same cameras, run once with the open-loop executor and once with
+   real-time chunking; every published target is matched exactly to the chunk row it came from
+   (safety limits opened wide so targets are the rows themselves), and at every switch between
+   chunks the step-to-step jump of the end-effector positions is measured. Goal: RTC's largest
+   jump >= 5x smaller than open-loop's. Also reported: the discontinuity itself, |new row - the
+   row the old chunk would have executed at the same tick|.
+
+The policy is a tiny random-weight ClapPolicy (make_tiny_policy): no trained weights exist here.
+Run: ``source scripts/env.sh && python bench/node.py [--seconds 20] [--json bench/out/node.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(150, 230)))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import rclpy  # noqa: E402
+import yaml  # noqa: E402
+from clap_msgs.msg import ActionChunk  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CAMERAS = ["/astribot/camera/head/image_raw", "/astribot/camera/left_wrist/image_raw",
+           "/astribot/camera/right_wrist/image_raw"]
+STEP = 1.0 / 30.0
+
+
+def node_executable() -> str:
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        path = pathlib.Path(prefix) / "lib" / "clap_policy_ros" / "policy_node"
+        if path.exists():
+            return str(path)
+    sys.exit("policy_node not found: source scripts/env.sh (and colcon build) first")
+
+
+def start_node(tmp: pathlib.Path, name: str, **overrides) -> subprocess.Popen:
+    params = yaml.safe_load((ROOT / "config" / "astribot.yaml").read_text())
+    p = params["clap_policy"]["ros__parameters"]
+    p.update(episode_log=str(tmp / "episodes.jsonl"), autostart=True,
+             instruction="put the cube in the bowl", use_state=False, max_age=0.5,
+             left_workspace_min=[-100.0] * 3, left_workspace_max=[100.0] * 3,
+             right_workspace_min=[-100.0] * 3, right_workspace_max=[100.0] * 3,
+             max_linear_speed=1000.0, max_angular_speed=1000.0, gripper_min=-100.0,
+             gripper_max=100.0)
+    p.update(overrides)
+    (tmp / f"{name}.yaml").write_text(yaml.safe_dump(params))
+    return subprocess.Popen([node_executable(), "--ros-args", "--params-file",
+                             str(tmp / f"{name}.yaml")],
+                            stdout=open(tmp / f"{name}.log", "w"), stderr=subprocess.STDOUT)
+
+
+class Rig:
+    """Camera publisher (30 Hz, moving content) and recorder of chunks and targets."""
+
+    def __init__(self):
+        rclpy.init()
+        self.node = rclpy.create_node("clap_node_bench")
+        qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        self.pubs = [self.node.create_publisher(Image, t, qos_profile_sensor_data)
+                     for t in CAMERAS]
+        self.chunks: list[tuple[float, ActionChunk]] = []
+        self.targets: list[tuple[float, np.ndarray]] = []
+        self._left: dict[tuple[int, int], np.ndarray] = {}
+        self.node.create_subscription(ActionChunk, "/clap/action_chunk",
+                                      lambda m: self.chunks.append((time.time(), m)), qos)
+        self.node.create_subscription(PoseStamped, "/astribot/left_arm/target_pose",
+                                      self._on_left, qos)
+        self.node.create_subscription(PoseStamped, "/astribot/right_arm/target_pose",
+                                      self._on_right, qos)
+        self.executor = MultiThreadedExecutor(num_threads=2)
+        self.executor.add_node(self.node)
+        threading.Thread(target=self.executor.spin, daemon=True).start()
+        self.publishing = True
+        self._stop = False
+        y, x = np.mgrid[0:224, 0:224]
+        self._base = (x + 2 * y).astype(np.int64)
+        threading.Thread(target=self._camera_loop, daemon=True).start()
+
+    @staticmethod
+    def _key(msg) -> tuple[int, int]:
+        return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+    def _on_left(self, msg):
+        p = msg.pose.position
+        self._left[self._key(msg)] = np.array([p.x, p.y, p.z])
+
+    def _on_right(self, msg):
+        left = self._left.pop(self._key(msg), None)
+        if left is not None:
+            p = msg.pose.position
+            self.targets.append((time.time(), np.concatenate([left, [p.x, p.y, p.z]])))
+
+    def _camera_loop(self):
+        k = 0
+        next_t = time.monotonic()
+        while not self._stop:
+            if self.publishing:
+                stamp = self.node.get_clock().now().to_msg()
+                for i, pub in enumerate(self.pubs):
+                    img = np.stack([self._base + 3 * k, self._base + 40 * i,
+                                    np.full_like(self._base, 5 * k)], axis=2) % 256
+                    msg = Image(height=224, width=224, encoding="rgb8", step=224 * 3,
+                                data=img.astype(np.uint8).tobytes())
+                    msg.header.stamp = stamp
+                    pub.publish(msg)
+                k += 1
+            next_t += STEP
+            time.sleep(max(0.0, next_t - time.monotonic()))
+
+    def reset(self):
+        self.chunks.clear()
+        self.targets.clear()
+        self._left.clear()
+
+    def close(self):
+        self._stop = True
+        self.executor.shutdown(timeout_sec=2)
+        self.node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def stop(proc: subprocess.Popen):
+    proc.send_signal(2)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def wait_first_chunk(rig: Rig, proc: subprocess.Popen, log: pathlib.Path, timeout=180.0):
+    deadline = time.time() + timeout
+    while not rig.chunks:
+        if proc.poll() is not None or time.time() > deadline:
+            sys.exit(f"the node produced no chunk; see {log}:\n{log.read_text()[-2000:]}")
+        time.sleep(0.1)
+
+
+def measure_overhead(rig: Rig, tmp: pathlib.Path, model: pathlib.Path, seconds: float) -> dict:
+    # replan_every 8 ticks (267 ms) > model time: each observation is taken while the model
+    # is idle, so its transport is not slowed by the model hogging this 2-core CPU.
+    rig.reset()
+    proc = start_node(tmp, "overhead", model_dir=str(model), executor="open_loop",
+                      replan_every=8)
+    try:
+        wait_first_chunk(rig, proc, tmp / "overhead.log")
+        time.sleep(2.0)  # past the first chunks
+        rig.reset()
+        time.sleep(seconds)
+        chunks = list(rig.chunks)
+    finally:
+        stop(proc)
+    total, model_t, overhead = [], [], []
+    for arrival, c in chunks:
+        stamp = c.header.stamp.sec + c.header.stamp.nanosec * 1e-9
+        lat = c.inference_latency.sec + c.inference_latency.nanosec * 1e-9
+        total.append(arrival - stamp)
+        model_t.append(lat)
+        overhead.append(arrival - stamp - lat)
+    o = np.array(overhead)
+    return {"chunks": len(chunks), "model_ms_median": 1e3 * float(np.median(model_t)),
+            "camera_to_chunk_ms_median": 1e3 * float(np.median(total)),
+            "overhead_ms_median": 1e3 * float(np.median(o)),
+            "overhead_ms_p95": 1e3 * float(np.percentile(o, 95)),
+            "overhead_share_median": float(np.median(o)) / STEP,
+            "overhead_share_p95": float(np.percentile(o, 95)) / STEP}
+
+
+def boundary_jumps(chunks, targets) -> dict:
+    rows = {}
+    for _, c in chunks:
+        data = np.asarray(c.data, np.float32).astype(np.float64).reshape(c.horizon, c.action_dim)
+        for r, row in enumerate(data):
+            rows.setdefault(tuple(np.r_[row[0:3], row[7:10]]), (c.sequence, r, data))
+    matched = [rows.get(tuple(t)) for _, t in targets]
+    within, jumps, excess = [], [], []
+    for k in range(1, len(targets)):
+        a, b = matched[k - 1], matched[k]
+        if a is None or b is None:
+            continue
+        step = float(np.abs(targets[k][1] - targets[k - 1][1]).max())
+        if a[0] == b[0]:
+            if b[1] != a[1]:
+                within.append(step)
+            continue
+        jumps.append(step)
+        if a[1] + 1 < len(a[2]):
+            old = np.r_[a[2][a[1] + 1][0:3], a[2][a[1] + 1][7:10]]
+            excess.append(float(np.abs(targets[k][1] - old).max()))
+    return {"targets": len(targets), "matched": int(sum(m is not None for m in matched)),
+            "boundaries": len(jumps), "max_boundary_jump_m": max(jumps) if jumps else None,
+            "median_boundary_jump_m": float(np.median(jumps)) if jumps else None,
+            "median_within_chunk_step_m": float(np.median(within)) if within else None,
+            "max_discontinuity_m": max(excess) if excess else None,
+            "median_discontinuity_m": float(np.median(excess)) if excess else None}
+
+
+def measure_jumps(rig, tmp, model, executor: str, seconds: float) -> dict:
+    rig.reset()
+    proc = start_node(tmp, executor, model_dir=str(model), executor=executor, replan_every=8)
+    try:
+        wait_first_chunk(rig, proc, tmp / f"{executor}.log")
+        time.sleep(2.0)
+        rig.reset()
+        time.sleep(seconds)
+        chunks, targets = list(rig.chunks), list(rig.targets)
+    finally:
+        stop(proc)
+    out = boundary_jumps(chunks, targets)
+    out["chunks"] = len(chunks)
+    out["model_ms_median"] = 1e3 * float(np.median(
+        [c.inference_latency.sec + c.inference_latency.nanosec * 1e-9 for _, c in chunks]))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="measurement window per run")
+    parser.add_argument("--json", type=pathlib.Path, default=ROOT / "bench" / "out" / "node.json")
+    args = parser.parse_args()
+    from clap_train.policy import make_tiny_policy
+
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="clap_node_bench_"))
+    rig = Rig()
+    try:
+        model224 = make_tiny_policy(tmp / "policy224", seed=0, image_size=224)
+        model64 = make_tiny_policy(tmp / "policy64", seed=0, image_size=64)
+        results = {"overhead": measure_overhead(rig, tmp, model224, args.seconds),
+                   "open_loop": measure_jumps(rig, tmp, model64, "open_loop", args.seconds),
+                   "rtc": measure_jumps(rig, tmp, model64, "rtc", args.seconds)}
+    finally:
+        rig.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    o, ol, rtc = results["overhead"], results["open_loop"], results["rtc"]
+    ratio = (ol["max_boundary_jump_m"] / rtc["max_boundary_jump_m"]
+             if ol["max_boundary_jump_m"] and rtc["max_boundary_jump_m"] else None)
+    disc = (ol["median_discontinuity_m"] / rtc["median_discontinuity_m"]
+            if ol["median_discontinuity_m"] and rtc["median_discontinuity_m"] else None)
+    results["jump_ratio_max"] = ratio
+    results["discontinuity_ratio_median"] = disc
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1))
+    print(f"node overhead: median {o['overhead_ms_median']:.2f} ms "
+          f"({100 * o['overhead_share_median']:.1f} % of the 33.3 ms step), p95 "
+          f"{o['overhead_ms_p95']:.2f} ms ({100 * o['overhead_share_p95']:.1f} %); model "
+          f"{o['model_ms_median']:.0f} ms; {o['chunks']} chunks (goal <= 5 %)")
+    for name, r in (("open-loop", ol), ("rtc", rtc)):
+        print(f"{name}: {r['chunks']} chunks, {r['boundaries']} boundaries, max boundary jump "
+              f"{r['max_boundary_jump_m']} m, median discontinuity "
+              f"{r['median_discontinuity_m']} m, median within-chunk step "
+              f"{r['median_within_chunk_step_m']} m, model {r['model_ms_median']:.0f} ms")
+    print(f"largest boundary jump open-loop / rtc = {ratio} (goal >= 5); "
+          f"median discontinuity ratio = {disc}")
+    print(f"json: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

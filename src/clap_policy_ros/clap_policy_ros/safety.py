@@ -1,0 +1,106 @@
+"""
+Safety filter between the chunk executor and the command publishers (pure numpy, no ROS).
+
+Rejects chunks with NaN/inf or a wrong shape, clamps each target to the per-arm workspace box,
+limits the per-tick step to the maximum linear and angular speed, and clamps the grippers to
+their range. Staleness (camera older than max age -> hold) is decided by the node, which owns
+the clocks; ``hold`` here just says what holding means (repeat the last commanded target).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .conversions import wrap_to_pi
+
+# 14-D layout: per arm [x, y, z, roll, pitch, yaw, gripper]; left at 0, right at 7.
+ARM_OFFSETS = {"left": 0, "right": 7}
+
+
+@dataclasses.dataclass
+class SafetyLimits:
+    """Per-arm workspace, speed limits, gripper range and the control period."""
+
+    left_min: tuple[float, float, float] = (-1.0, -1.0, 0.0)
+    left_max: tuple[float, float, float] = (1.0, 1.0, 2.0)
+    right_min: tuple[float, float, float] = (-1.0, -1.0, 0.0)
+    right_max: tuple[float, float, float] = (1.0, 1.0, 2.0)
+    max_linear_speed: float = 0.5  # m/s, per arm
+    max_angular_speed: float = 2.0  # rad/s, per arm (norm of the Euler-angle step)
+    gripper_min: float = 0.0
+    gripper_max: float = 1.0
+    dt: float = 1.0 / 30.0
+
+    def __post_init__(self):
+        for arm in ARM_OFFSETS:
+            lo, hi = getattr(self, f"{arm}_min"), getattr(self, f"{arm}_max")
+            if len(lo) != 3 or len(hi) != 3:
+                raise ValueError(f"{arm} workspace bounds need 3 values each, got {lo}, {hi}")
+            if any(a >= b for a, b in zip(lo, hi)):
+                raise ValueError(f"{arm} workspace min {tuple(lo)} must be below max {tuple(hi)}")
+        if self.max_linear_speed <= 0 or self.max_angular_speed <= 0:
+            raise ValueError("max_linear_speed and max_angular_speed must be > 0")
+        if self.gripper_min >= self.gripper_max:
+            raise ValueError(f"gripper range [{self.gripper_min}, {self.gripper_max}] is empty")
+        if self.dt <= 0:
+            raise ValueError(f"dt must be > 0, got {self.dt}")
+
+
+class SafetyFilter:
+    """Validates chunks and makes each target safe relative to the last commanded one."""
+
+    def __init__(self, limits: SafetyLimits):
+        self.limits = limits
+
+    @staticmethod
+    def chunk_problem(actions: np.ndarray, shape: tuple[int, int]) -> str | None:
+        """Say why a chunk must be rejected (wrong shape, NaN or inf); None when usable."""
+        actions = np.asarray(actions)
+        if actions.shape != tuple(shape):
+            return f"chunk shape {actions.shape} != {tuple(shape)}"
+        bad = ~np.isfinite(actions)
+        if bad.any():
+            rows, cols = np.nonzero(bad)
+            return (f"chunk has {int(bad.sum())} non-finite value(s) "
+                    f"(first at row {int(rows[0])}, column {int(cols[0])})")
+        return None
+
+    def filter(self, target: np.ndarray,
+               previous: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
+        """Return a safe version of ``target`` and the limits that acted (empty if none)."""
+        lim = self.limits
+        target = np.asarray(target, dtype=np.float64)
+        if not np.all(np.isfinite(target)):
+            raise ValueError("target has non-finite values")
+        out = target.copy()
+        acted: list[str] = []
+        for arm, o in ARM_OFFSETS.items():
+            lo = np.asarray(getattr(lim, f"{arm}_min"))
+            hi = np.asarray(getattr(lim, f"{arm}_max"))
+            pos = np.clip(out[o:o + 3], lo, hi)
+            if not np.allclose(pos, out[o:o + 3]):
+                acted.append(f"{arm}_workspace")
+            out[o:o + 3] = pos
+            out[o + 3:o + 6] = wrap_to_pi(out[o + 3:o + 6])
+            g = float(np.clip(out[o + 6], lim.gripper_min, lim.gripper_max))
+            if g != out[o + 6]:
+                acted.append(f"{arm}_gripper_range")
+            out[o + 6] = g
+            if previous is None:
+                continue
+            prev = np.asarray(previous, dtype=np.float64)
+            step = out[o:o + 3] - prev[o:o + 3]
+            dist = float(np.linalg.norm(step))
+            max_step = lim.max_linear_speed * lim.dt
+            if dist > max_step:
+                out[o:o + 3] = prev[o:o + 3] + step * (max_step / dist)
+                acted.append(f"{arm}_linear_speed")
+            dang = wrap_to_pi(out[o + 3:o + 6] - prev[o + 3:o + 6])
+            ang = float(np.linalg.norm(dang))
+            max_ang = lim.max_angular_speed * lim.dt
+            if ang > max_ang:
+                out[o + 3:o + 6] = wrap_to_pi(prev[o + 3:o + 6] + dang * (max_ang / ang))
+                acted.append(f"{arm}_angular_speed")
+        return out, acted

@@ -1,0 +1,69 @@
+"""
+RViz views of a predicted chunk: a MarkerArray of both arms' trajectories and a Path per arm.
+
+Each arm's trajectory is a LINE_STRIP plus a SPHERE_LIST whose per-point colour shows the
+gripper command (green = open at the top of the gripper range, red = closed at the bottom).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Duration
+from geometry_msgs.msg import Point, PoseStamped
+from nav_msgs.msg import Path
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
+
+from .conversions import euler_xyz_to_quat
+from .safety import ARM_OFFSETS
+
+
+def gripper_color(value: float, gripper_min: float, gripper_max: float) -> ColorRGBA:
+    """Colour a gripper value: red (closed, gripper_min) to green (open, gripper_max)."""
+    t = float(np.clip((value - gripper_min) / (gripper_max - gripper_min), 0.0, 1.0))
+    return ColorRGBA(r=1.0 - t, g=t, b=0.1, a=1.0)
+
+
+def pose_stamped(header: Header, arm_row: np.ndarray) -> PoseStamped:
+    """Build a PoseStamped from one arm's 7 values [x, y, z, roll, pitch, yaw, gripper]."""
+    msg = PoseStamped()
+    msg.header = header
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in arm_row[:3])
+    q = euler_xyz_to_quat(np.asarray(arm_row[3:6], dtype=np.float64))
+    (msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z,
+     msg.pose.orientation.w) = (float(v) for v in q)
+    return msg
+
+
+def chunk_paths(actions: np.ndarray, header: Header) -> dict[str, Path]:
+    """Build one nav_msgs/Path per arm through the chunk's poses."""
+    out = {}
+    for arm, o in ARM_OFFSETS.items():
+        path = Path()
+        path.header = header
+        path.poses = [pose_stamped(header, row[o:o + 7]) for row in actions]
+        out[arm] = path
+    return out
+
+
+def chunk_markers(actions: np.ndarray, header: Header, gripper_min: float, gripper_max: float,
+                  lifetime_s: float = 2.0, namespace: str = "clap") -> MarkerArray:
+    """Build a line strip + gripper-coloured spheres for each arm's predicted trajectory."""
+    markers = MarkerArray()
+    life = Duration(sec=int(lifetime_s), nanosec=int((lifetime_s % 1) * 1e9))
+    for k, (arm, o) in enumerate(ARM_OFFSETS.items()):
+        points = [Point(x=float(r[o]), y=float(r[o + 1]), z=float(r[o + 2])) for r in actions]
+        colors = [gripper_color(float(r[o + 6]), gripper_min, gripper_max) for r in actions]
+        line = Marker(header=header, ns=f"{namespace}/{arm}", id=2 * k, type=Marker.LINE_STRIP,
+                      action=Marker.ADD, points=points, colors=colors, lifetime=life)
+        line.pose.orientation.w = 1.0
+        line.scale.x = 0.005
+        line.color = ColorRGBA(r=0.2, g=0.4, b=1.0, a=0.8)
+        spheres = Marker(header=header, ns=f"{namespace}/{arm}", id=2 * k + 1,
+                         type=Marker.SPHERE_LIST, action=Marker.ADD, points=points,
+                         colors=colors, lifetime=life)
+        spheres.pose.orientation.w = 1.0
+        spheres.scale.x = spheres.scale.y = spheres.scale.z = 0.015
+        spheres.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+        markers.markers.extend([line, spheres])
+    return markers

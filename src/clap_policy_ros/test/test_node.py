@@ -1,0 +1,263 @@
+"""The policy node over real DDS: lifecycle, values, safety cases, services and the action.
+
+One policy_node process (with the FakePolicy test double, so a NaN chunk can be provoked) is
+shared by the tests of this module, which run in file order; a second short-lived process
+checks that a bad model_dir fails configure with an error naming it.
+"""
+
+import json
+import time
+
+import numpy as np
+import pytest
+from action_msgs.msg import GoalStatus
+from clap_msgs.action import ExecuteTask
+from clap_msgs.msg import PolicyStatus
+from clap_msgs.srv import EndEpisode, SetInstruction, StartEpisode
+from fake_policy import FakePolicy
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.action import ActionClient
+from ros_harness import (CAMERAS, make_checker, start_policy_node, stop_process,
+                         write_fake_model)
+
+pytestmark = pytest.mark.ros
+
+LEFT = "/astribot/left_arm/target_pose"
+
+
+def position(msg):
+    p = msg.pose.position
+    return np.array([p.x, p.y, p.z])
+
+
+def poses_published_after(env, wall_time):
+    """Left targets the node stamped (its wall clock) after ``wall_time``: not delivery time."""
+    return [position(m) for _, m in env.messages(LEFT)
+            if m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 > wall_time]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("node")
+    model = write_fake_model(tmp / "model")
+    proc = start_policy_node(tmp, model_dir=str(model),
+                             policy_class="fake_policy:FakePolicy", executor="open_loop",
+                             replan_every=8, max_age=0.1, seed=0,
+                             left_workspace_max=[0.9, 0.8, 0.45])
+    checker = make_checker()
+    checker.set_instruction = checker.create_client(SetInstruction, "/clap_policy/set_instruction")
+    checker.start_episode = checker.create_client(StartEpisode, "/clap_policy/start_episode")
+    checker.end_episode = checker.create_client(EndEpisode, "/clap_policy/end_episode")
+    checker.set_params = checker.create_client(SetParameters, "/clap_policy/set_parameters")
+    checker.action = ActionClient(checker, ExecuteTask, "/clap_policy/execute_task")
+    checker.tmp = tmp
+    checker.proc = proc
+    yield checker
+    checker.close()
+    stop_process(proc)
+
+
+def instruct(env, text, reset=True):
+    return env.call(env.set_instruction, SetInstruction.Request(instruction=text,
+                                                                reset_queue=reset))
+
+
+def last_status(env, since=0.0):
+    msgs = env.messages("/clap/status", since)
+    return msgs[-1][1] if msgs else None
+
+
+def test_configure_activate_and_chunk_values(env):
+    assert env.state() == "unconfigured"
+    assert env.transition("configure")
+    assert env.state() == "inactive"
+    assert env.transition("activate")
+    assert env.state() == "active"
+    env.publishing = True
+    t0 = time.monotonic()
+    response = instruct(env, "pick the cube")
+    assert response.success and response.previous_instruction == ""
+    _, chunk = env.wait_for(lambda: (env.messages("/clap/action_chunk", t0) or [None])[-1],
+                            what="an ActionChunk")
+    data = np.asarray(chunk.data, dtype=np.float32).reshape(chunk.horizon, chunk.action_dim)
+    # the chunk is FakePolicy's output for the head image (value 100) and seed 0 + sequence
+    np.testing.assert_allclose(data, FakePolicy.expected(100.0, chunk.sequence), atol=1e-6)
+    assert chunk.dimension_names[0] == "left_x" and chunk.source == "rf"
+    assert abs(chunk.step_period.nanosec - 1e9 / 30) < 1e3
+    env.wait_for(lambda: any(m.subtask == "subtask of pick the cube"
+                             for _, m in env.messages("/clap/subtask", t0)), what="Subtask")
+    # targets at the control rate, clamped to the configured left workspace (z <= 0.45)
+    time.sleep(1.0)
+    poses = env.messages(LEFT, t0 + 0.3)
+    period = np.median(np.diff([t for t, _ in poses]))  # median: robust to a busy machine
+    assert len(poses) >= 10 and 0.020 <= period <= 0.050, period
+    assert all(position(m)[2] <= 0.45 + 1e-9 for _, m in poses)
+    assert any(abs(position(m)[0] - 0.3) < 0.02 for _, m in poses)
+    status = env.wait_for(lambda: last_status(env, time.monotonic() - 0.5), what="status")
+    assert status.lifecycle_state == "active"
+    assert status.policy_state == PolicyStatus.STATE_RUNNING
+    assert status.instruction == "pick the cube" and len(status.cameras) == 3
+
+
+def test_parameters_read_only_where_unsafe(env):
+    def set_param(name, value):
+        v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value) \
+            if isinstance(value, float) else ParameterValue(
+                type=ParameterType.PARAMETER_STRING, string_value=value)
+        req = SetParameters.Request(parameters=[Parameter(name=name, value=v)])
+        return env.call(env.set_params, req).results[0]
+
+    refused = set_param("max_linear_speed", 5.0)
+    assert not refused.successful and "read-only" in refused.reason
+    assert set_param("mode", "ntp").successful
+    assert not set_param("mode", "fast").successful
+    assert set_param("mode", "rf").successful
+
+
+def test_nan_chunk_is_rejected_and_pose_held(env):
+    t0 = time.monotonic()
+    instruct(env, "make nan")
+    env.wait_for(lambda: (s := last_status(env, t0)) and "non-finite" in s.last_error,
+                 what="status reporting the rejected chunk")
+    time.sleep(0.3)
+    t1, wall1 = time.monotonic(), time.time()
+    time.sleep(0.5)
+    assert not [m for _, m in env.messages("/clap/action_chunk", t1)]
+    poses = poses_published_after(env, wall1)
+    assert len(poses) >= 10 and np.ptp(np.stack(poses), axis=0).max() == 0.0
+    assert last_status(env).policy_state == PolicyStatus.STATE_HOLDING
+
+
+def test_bad_image_is_skipped_with_log_naming_topic(env):
+    instruct(env, "pick the cube")
+    env.bad_topic = CAMERAS["head"]
+    log_file = env.tmp / "node.log"
+    env.wait_for(lambda: f"{CAMERAS['head']}: image skipped" in log_file.read_text(),
+                 what="a log line naming the bad topic")
+    time.sleep(1.0)
+    log = log_file.read_text()
+    assert "yuv422" in log
+    # throttled: ~1 s of bad frames at 30 Hz gives one or two lines, not 30
+    assert log.count("image skipped") <= 2
+    # the skipped camera is not used: the head goes stale and the node holds
+    status = last_status(env)
+    assert status.policy_state == PolicyStatus.STATE_HOLDING
+    assert f"stale camera: {CAMERAS['head']}" in status.last_error
+    env.bad_topic = None
+    t1 = time.monotonic()
+    env.wait_for(lambda: env.messages("/clap/action_chunk", t1), what="chunks after recovery")
+
+
+def test_stale_camera_holds_within_200ms(env):
+    instruct(env, "pick the cube")
+    t0 = time.monotonic()
+    env.wait_for(lambda: env.messages("/clap/action_chunk", t0), what="chunks flowing")
+    time.sleep(0.4)
+    moving = [position(m) for _, m in env.messages(LEFT, time.monotonic() - 0.3)]
+    assert np.ptp(np.stack(moving), axis=0).max() > 0  # the arm was moving
+    env.publishing = False
+    t_stop = time.time()
+    time.sleep(0.8)
+    held = poses_published_after(env, t_stop + 0.2)
+    assert len(held) >= 15
+    assert np.ptp(np.stack(held), axis=0).max() == 0.0  # one pose, held
+    status = last_status(env)
+    assert status.policy_state == PolicyStatus.STATE_HOLDING
+    assert "stale camera" in status.last_error and not any(c.fresh for c in status.cameras)
+    env.publishing = True
+    t1 = time.monotonic()
+    env.wait_for(lambda: env.messages("/clap/action_chunk", t1), what="chunks after recovery")
+
+
+def test_episode_services_and_log(env):
+    start = env.call(env.start_episode, StartEpisode.Request(instruction="stack", seed=7))
+    assert start.success and start.episode_id
+    again = env.call(env.start_episode, StartEpisode.Request(instruction="other", seed=1))
+    assert not again.success and start.episode_id in again.message
+    wrong = env.call(env.end_episode, EndEpisode.Request(episode_id="nope"))
+    assert not wrong.recorded and "'nope'" in wrong.message
+    time.sleep(0.2)
+    end = env.call(env.end_episode, EndEpisode.Request(
+        episode_id=start.episode_id, success=True, reward=2.5, notes="clean"))
+    assert end.recorded and end.duration >= 0.2
+    records = [json.loads(x) for x in (env.tmp / "episodes.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in records] == ["start", "end"]
+    expected = {"episode_id": start.episode_id, "instruction": "stack", "seed": 7,
+                "success": True, "reward": 2.5, "notes": "clean"}
+    assert {k: records[1][k] for k in expected} == expected
+    assert records[1]["end_time"] - records[1]["start_time"] >= 0.2
+    assert instruct(env, "pick the cube").previous_instruction == ""  # ended -> hold
+
+
+def wait_future(env, future, timeout=10.0):
+    env.wait_for(future.done, timeout, what="action future")
+    return future.result()
+
+
+def test_execute_task_feedback_and_cancel_holds(env):
+    assert env.action.wait_for_server(timeout_sec=10)
+    rejected = wait_future(env, env.action.send_goal_async(ExecuteTask.Goal(instruction="")))
+    assert not rejected.accepted
+    feedback = []
+    handle = wait_future(env, env.action.send_goal_async(
+        ExecuteTask.Goal(instruction="wipe the table"), feedback_callback=feedback.append))
+    assert handle.accepted
+    env.wait_for(lambda: any(f.feedback.subtask == "subtask of wipe the table"
+                             for f in feedback), what="feedback with the goal's subtask")
+    assert len(feedback) >= 2 and feedback[-1].feedback.latency > 0
+    wait_future(env, handle.cancel_goal_async())
+    result = wait_future(env, handle.get_result_async())
+    assert result.status == GoalStatus.STATUS_CANCELED
+    assert "holding" in result.result.message and result.result.chunks >= 1
+    t0 = time.time()
+    time.sleep(0.6)
+    poses = poses_published_after(env, t0 + 0.1)
+    assert len(poses) >= 10 and np.ptp(np.stack(poses), axis=0).max() == 0.0
+    assert last_status(env).instruction == ""
+
+
+def test_deactivate_stops_inference_then_holds_last(env):
+    instruct(env, "pick the cube")
+    t0 = time.monotonic()
+    env.wait_for(lambda: env.messages("/clap/action_chunk", t0), what="chunks")
+    time.sleep(0.3)
+    assert env.transition("deactivate")
+    t_done, wall_done = time.monotonic(), time.time()
+    time.sleep(0.6)
+    poses = env.messages(LEFT)
+    assert not poses_published_after(env, wall_done)  # the hold was the last one
+    assert not env.messages("/clap/action_chunk", t_done + 0.2)
+    last, before = position(poses[-1][1]), position(poses[-2][1])
+    np.testing.assert_array_equal(last, before)  # the hold repeats the last command
+    assert env.state() == "inactive"
+    assert env.transition("cleanup")
+    assert env.state() == "unconfigured"
+    assert env.transition("configure") and env.transition("activate")
+    t1 = time.monotonic()
+    env.wait_for(lambda: env.messages("/clap/action_chunk", t1), what="chunks after re-activate")
+
+
+def test_sigint_publishes_hold_last_and_exits_cleanly(env):
+    instruct(env, "pick the cube")
+    t0 = time.monotonic()
+    env.wait_for(lambda: env.messages("/clap/action_chunk", t0), what="chunks")
+    time.sleep(0.3)
+    env.proc.send_signal(2)
+    assert env.proc.wait(timeout=20) == 0
+    time.sleep(0.3)
+    poses = env.messages(LEFT)
+    np.testing.assert_array_equal(position(poses[-1][1]), position(poses[-2][1]))
+
+
+def test_configure_fails_naming_a_missing_model_dir(tmp_path):
+    proc = start_policy_node(tmp_path, model_dir=str(tmp_path / "missing"), autostart=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and str(tmp_path / "missing") not in (
+                tmp_path / "node.log").read_text():
+            time.sleep(0.1)
+        assert f"model_dir {tmp_path / 'missing'} is not a directory" in (
+            tmp_path / "node.log").read_text()
+    finally:
+        stop_process(proc)

@@ -1,0 +1,91 @@
+"""The robot contract's topic names and types as the simulation uses them.
+
+They come from ``clap_train.data.contract.load_contract()`` (config/contract/astribot.yaml), so
+the simulator, the recorder, the converter and the policy node share one source; if clap_train's
+contract module cannot be imported the Astribot defaults below are used (same names).
+
+ROS-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_CAMERAS = {
+    "head": "/astribot/camera/head/image_raw",
+    "left_wrist": "/astribot/camera/left_wrist/image_raw",
+    "right_wrist": "/astribot/camera/right_wrist/image_raw",
+}
+
+
+@dataclass(frozen=True)
+class ArmTopics:
+    pose: str
+    gripper: str
+
+
+@dataclass(frozen=True)
+class SimTopics:
+    """Topic names: cameras (name -> topic), per-arm state and command topics, language."""
+
+    cameras: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CAMERAS))
+    camera_type: str = "sensor_msgs/msg/Image"  # or sensor_msgs/msg/CompressedImage (JPEG)
+    state: dict[str, ArmTopics] = field(default_factory=lambda: {
+        arm: ArmTopics(f"/astribot/{arm}_arm/ee_pose", f"/astribot/{arm}_gripper/position")
+        for arm in ("left", "right")})
+    command: dict[str, ArmTopics] = field(default_factory=lambda: {
+        arm: ArmTopics(f"/astribot/{arm}_arm/target_pose", f"/astribot/{arm}_gripper/command")
+        for arm in ("left", "right")})
+    instruction: str = "/clap/instruction"
+    subtask: str = "/clap/subtask"
+    frame_id: str = "base_link"
+    rate_hz: float = 30.0
+
+
+COMPRESSED = "sensor_msgs/msg/CompressedImage"
+JPEG_QUALITY = 90
+
+
+def jpeg_bytes(rgb, quality: int = JPEG_QUALITY) -> bytes:
+    """Encode an HxWx3 uint8 image as JPEG (Pillow), for CompressedImage cameras."""
+    import io
+
+    from PIL import Image as PILImage
+
+    buf = io.BytesIO()
+    PILImage.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def load_topics(contract_path: str | Path | None = None) -> SimTopics:
+    """The topics of a contract file (None: the default Astribot contract)."""
+    try:
+        from clap_train.data.contract import load_contract
+    except ImportError:
+        if contract_path is not None:
+            raise
+        return SimTopics()
+    c = load_contract(contract_path)
+    arms = {a.name for a in c.state.arms} | {a.name for a in c.action.arms}
+    if arms != {"left", "right"}:
+        raise ValueError(f"contract {c.source}: the ALOHA simulation has arms left and right, "
+                         f"the contract names {sorted(arms)}")
+    missing = {"head", "left_wrist", "right_wrist"} - set(c.camera_names)
+    if missing:
+        raise ValueError(f"contract {c.source}: cameras {sorted(missing)} are missing; the simulation "
+                         f"renders head, left_wrist and right_wrist")
+    types = {cam.type for cam in c.cameras}
+    if len(types) != 1:
+        raise ValueError(f"contract {c.source}: the simulation publishes every camera with one message type, "
+                         f"the contract mixes {sorted(types)}")
+    return SimTopics(
+        cameras={cam.name: cam.topic for cam in c.cameras},
+        camera_type=types.pop(),
+        state={a.name: ArmTopics(a.pose.topic, a.gripper.topic) for a in c.state.arms},
+        command={a.name: ArmTopics(a.pose.topic, a.gripper.topic) for a in c.action.arms},
+        instruction=c.instruction.topic,
+        subtask=c.subtask.topic if c.subtask is not None else "/clap/subtask",
+        frame_id=c.frame_id,
+        rate_hz=c.rate_hz,
+    )

@@ -1,0 +1,285 @@
+"""The training loader over the unified LeRobot v3.0 format (robot recordings and human videos).
+
+``ClapDataset(root)`` gives, per frame t of an episode, a dict:
+
+* ``images``: {"head", "left_wrist", "right_wrist"} float32 [3, S, S] in [0, 1] (zeros for a camera
+  the dataset lacks), ``image_mask`` bool [3] (which cameras exist);
+* ``future_head``: the head frame at t + future_offset (clamped to the episode's last frame), for
+  the video model;
+* ``action``: float32 [chunk_len, 14], actions t .. t+chunk_len-1 normalised to [-1, 1] with the
+  dataset's q01/q99 (meta/stats.json), padded past the episode end by repeating the last action,
+  ``action_pad`` bool [chunk_len] (True = padding); ``state`` float32 [14] normalised;
+  Euler angles are put on the branch where the state at t lies in [-pi, pi) (the same shift for
+  the whole chunk, so it stays continuous), which is what the live node sees;
+* human-video datasets (no action feature): action and state zeros, action_pad all True;
+* ``is_robot``, ``instruction``, ``subtask``, ``episode_index``, ``frame_index``.
+
+Random access without decoding a whole video: the converter writes H.264 with a keyframe every
+8 frames, and :class:`~clap_train.data.video.VideoFrameReader` seeks to the keyframe before the
+wanted frame and decodes at most 7 more (sequential reads continue without a seek). Open readers
+are cached per worker process (an LRU of ``max_open_videos``).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import Dataset
+
+from clap_train.data.align import canonical_branch
+from clap_train.data.normalize import Normalizer
+from clap_train.data.video import VideoFrameReader
+
+CAMERAS = ("head", "left_wrist", "right_wrist")
+STATE_KEY, ACTION_KEY = "observation.state", "action"
+
+
+class DatasetError(Exception):
+    """A dataset folder that cannot be read; the message names the file."""
+
+
+def _read_json(path: pathlib.Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read: {exc}") from exc
+
+
+def _index_table(path: pathlib.Path, name: str) -> list[str]:
+    if not path.is_file():
+        return []
+    t = pq.read_table(path)
+    col = name if name in t.column_names else "__index_level_0__"
+    order = np.asarray(t.column(f"{name}_index"))
+    values = t.column(col).to_pylist()
+    out = [""] * len(values)
+    for i, v in zip(order, values):
+        out[int(i)] = v
+    return out
+
+
+class ClapDataset(Dataset):
+    """Samples of one LeRobot v3.0 dataset written by ``clap convert`` / ``clap convert-videos``."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        chunk_len: int = 32,
+        future_offset: int = 32,
+        image_size: int = 224,
+        max_open_videos: int = 24,
+    ):
+        if chunk_len < 1 or future_offset < 0 or image_size < 8:
+            raise ValueError(
+                f"bad loader settings: chunk_len={chunk_len}, future_offset={future_offset}, image_size={image_size}"
+            )
+        self.root = pathlib.Path(root)
+        self.chunk_len, self.future_offset, self.image_size = chunk_len, future_offset, image_size
+        self.max_open_videos = max_open_videos
+        self.info = _read_json(self.root / "meta" / "info.json")
+        if self.info.get("codebase_version") != "v3.0":
+            raise DatasetError(
+                f"{self.root / 'meta' / 'info.json'}: codebase_version "
+                f"{self.info.get('codebase_version')!r}, need 'v3.0'"
+            )
+        self.fps = self.info["fps"]
+        feats = self.info["features"]
+        self.is_robot = ACTION_KEY in feats
+        self.camera_keys = {cam: f"observation.images.{cam}" for cam in CAMERAS if f"observation.images.{cam}" in feats}
+        self.action_names = feats[ACTION_KEY]["names"] if self.is_robot else None
+        self.tasks = _index_table(self.root / "meta" / "tasks.parquet", "task")
+        self.subtasks = _index_table(self.root / "meta" / "subtasks.parquet", "subtask")
+        ep_files = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+        if not ep_files:
+            raise DatasetError(
+                f"{self.root / 'meta' / 'episodes'}: no episode metadata (is this a LeRobot v3.0 dataset?)"
+            )
+        self.episodes = sorted(
+            (row for f in ep_files for row in pq.read_table(f).to_pylist()), key=lambda r: r["episode_index"]
+        )
+        if [int(r["episode_index"]) for r in self.episodes] != list(range(len(self.episodes))):
+            raise DatasetError(f"{self.root / 'meta' / 'episodes'}: episode indices are not 0..N-1")
+        self._euler = []
+        contract_path = self.root / "meta" / "contract.yaml"
+        if self.is_robot:
+            self.normalizer = Normalizer.from_stats_file(self.root / "meta" / "stats.json")
+            if contract_path.is_file():
+                from clap_train.data.contract import contract_from_yaml_text
+
+                self._euler = contract_from_yaml_text(
+                    contract_path.read_text(), str(contract_path)
+                ).action.euler_indices
+            else:
+                self._euler = [i for i, n in enumerate(self.action_names) if n.endswith(("roll", "pitch", "yaw"))]
+        else:
+            self.normalizer = None
+        columns = ["episode_index", "frame_index", "task_index"]
+        if "subtask_index" in feats:  # ours always; datasets written by LeRobot may lack it
+            columns.append("subtask_index")
+        if self.is_robot:
+            columns += [STATE_KEY, ACTION_KEY]
+        tables = []
+        paths = dict.fromkeys(  # several episodes may share one data file (LeRobot's own writer)
+            self.root
+            / self.info["data_path"].format(chunk_index=ep["data/chunk_index"], file_index=ep["data/file_index"])
+            for ep in self.episodes
+        )
+        for path in paths:
+            try:
+                tables.append(pq.read_table(path, columns=columns))
+            except Exception as exc:
+                raise DatasetError(f"{path}: cannot read frames: {exc}") from exc
+        cols = {c: [] for c in columns}
+        for t in tables:
+            for c in columns:
+                if c in (STATE_KEY, ACTION_KEY):
+                    cols[c].append(np.asarray(t.column(c).combine_chunks().flatten()).reshape(t.num_rows, -1))
+                else:
+                    cols[c].append(np.asarray(t.column(c)))
+        self._ep = np.concatenate(cols["episode_index"]).astype(np.int64)
+        self._frame = np.concatenate(cols["frame_index"]).astype(np.int64)
+        self._task = np.concatenate(cols["task_index"]).astype(np.int64)
+        self._subtask = (
+            np.concatenate(cols["subtask_index"]).astype(np.int64)
+            if "subtask_index" in cols
+            else np.zeros(len(self._ep), np.int64)
+        )
+        if self.is_robot:
+            self._state = np.concatenate(cols[STATE_KEY]).astype(np.float64)
+            self._action = np.concatenate(cols[ACTION_KEY]).astype(np.float64)
+        self._start = {int(e["episode_index"]): int(e["dataset_from_index"]) for e in self.episodes}
+        self._length = {int(e["episode_index"]): int(e["length"]) for e in self.episodes}
+        self._readers: collections.OrderedDict[str, VideoFrameReader] = collections.OrderedDict()
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self._ep)
+
+    def __getstate__(self) -> dict:
+        # open video decoders cannot be pickled (DataLoader workers with spawn): reopen lazily
+        state = self.__dict__.copy()
+        state["_readers"] = collections.OrderedDict()
+        return state
+
+    # -- videos ---------------------------------------------------------------------------
+    def _video_path(self, key: str, ep: int) -> pathlib.Path:
+        row = self.episodes[ep]
+        return self.root / self.info["video_path"].format(
+            video_key=key, chunk_index=row[f"videos/{key}/chunk_index"], file_index=row[f"videos/{key}/file_index"]
+        )
+
+    def _frame_image(self, key: str, ep: int, frame: int) -> torch.Tensor:
+        if os.getpid() != self._pid:  # a DataLoader worker: never share decoders across processes
+            self._readers = collections.OrderedDict()
+            self._pid = os.getpid()
+        path = str(self._video_path(key, ep))
+        reader = self._readers.pop(path, None) or VideoFrameReader(path)
+        self._readers[path] = reader
+        while len(self._readers) > self.max_open_videos:
+            self._readers.popitem(last=False)[1].close()
+        offset = self.episodes[ep].get(f"videos/{key}/from_timestamp", 0.0) * self.fps
+        rgb = reader.get(int(round(offset)) + frame)
+        img = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
+        if img.shape[1] != self.image_size or img.shape[2] != self.image_size:
+            img = torch.nn.functional.interpolate(
+                img[None], size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False
+            )[0].clamp_(0, 1)
+        return img
+
+    # -- samples --------------------------------------------------------------------------
+    def __getitem__(self, i: int) -> dict:
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} frames of {self.root}")
+        ep, t = int(self._ep[i]), int(self._frame[i])
+        n = self._length[ep]
+        S = self.image_size
+        images, mask = {}, []
+        for cam in CAMERAS:
+            key = self.camera_keys.get(cam)
+            images[cam] = self._frame_image(key, ep, t) if key else torch.zeros(3, S, S)
+            mask.append(key is not None)
+        head_key = self.camera_keys.get("head")
+        future = (
+            self._frame_image(head_key, ep, min(t + self.future_offset, n - 1)) if head_key else torch.zeros(3, S, S)
+        )
+        H = self.chunk_len
+        if self.is_robot:
+            start = self._start[ep]
+            steps = np.minimum(np.arange(t, t + H), n - 1)
+            pad = np.arange(t, t + H) > n - 1
+            state, chunk = canonical_branch(self._state[i], self._action[start + steps], self._euler)
+            action = self.normalizer.normalize(ACTION_KEY, chunk).astype(np.float32)
+            state = self.normalizer.normalize(STATE_KEY, state).astype(np.float32)
+            dim = action.shape[1]
+        else:
+            dim = 14
+            action = np.zeros((H, dim), np.float32)
+            state = np.zeros(dim, np.float32)
+            pad = np.ones(H, dtype=bool)
+        return {
+            "images": images,
+            "image_mask": torch.tensor(mask, dtype=torch.bool),
+            "future_head": future,
+            "action": torch.from_numpy(action),
+            "action_pad": torch.from_numpy(pad),
+            "state": torch.from_numpy(state),
+            "is_robot": self.is_robot,
+            "instruction": self.tasks[self._task[i]] if self.tasks else "",
+            "subtask": self.subtasks[self._subtask[i]] if self.subtasks else "",
+            "episode_index": ep,
+            "frame_index": t,
+        }
+
+
+class MixedDataset(Dataset):
+    """Robot and human samples mixed with a fixed human fraction; sample i is deterministic in i.
+
+    Length: enough draws that the robot data is seen about once per pass. Each index picks its
+    source and its frame with a generator seeded by the index, so a resumed run (whose batches
+    depend only on the seed and the step) sees the same samples.
+    """
+
+    def __init__(self, robot: Dataset, human: Dataset | None, human_fraction: float = 0.5, seed: int = 0):
+        if not 0.0 <= human_fraction < 1.0:
+            raise ValueError(f"human_fraction must be in [0, 1), got {human_fraction}")
+        if human_fraction > 0 and (human is None or len(human) == 0):
+            raise ValueError("human_fraction > 0 needs a non-empty human dataset")
+        if len(robot) == 0:
+            raise ValueError("the robot dataset is empty")
+        self.robot, self.human, self.human_fraction, self.seed = robot, human, human_fraction, seed
+        self._len = int(np.ceil(len(robot) / (1.0 - human_fraction)))
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i: int) -> dict:
+        rng = np.random.default_rng([self.seed, int(i)])
+        if self.human is not None and rng.random() < self.human_fraction:
+            return self.human[int(rng.integers(len(self.human)))]
+        return self.robot[int(rng.integers(len(self.robot)))]
+
+
+def collate_samples(samples: Sequence[dict]) -> dict:
+    """Stack tensors (and the images dict), keep strings as lists, ints/bools as tensors."""
+    out: dict = {}
+    for key in samples[0]:
+        vals = [s[key] for s in samples]
+        if key == "images":
+            out[key] = {cam: torch.stack([v[cam] for v in vals]) for cam in vals[0]}
+        elif isinstance(vals[0], torch.Tensor):
+            out[key] = torch.stack(vals)
+        elif isinstance(vals[0], bool):
+            out[key] = torch.tensor(vals, dtype=torch.bool)
+        elif isinstance(vals[0], int):
+            out[key] = torch.tensor(vals, dtype=torch.long)
+        else:
+            out[key] = list(vals)
+    return out

@@ -1,0 +1,1 @@
+"""Evaluations (rate-distortion, ...)."""

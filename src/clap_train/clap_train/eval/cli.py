@@ -1,0 +1,25 @@
+"""``clap eval NAME``: evaluation jobs, one module each (imported only when it runs)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+EVALS: dict[str, tuple[str, str]] = {
+    "rate-distortion": ("clap_train.eval.rate_distortion", "Act-VAE rate-distortion sweep (Table V, Eq. 8)"),
+    "token-agreement": ("clap_train.eval.token_agreement",
+                        "VD-VAE tokens of robot transitions vs Act-VAE tokens of their true chunks"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("evaluation", choices=sorted(EVALS), help="which evaluation to run")
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help="its own arguments (see clap eval NAME -h)")
+
+
+def run(args: argparse.Namespace) -> int:
+    module_name, help_text = EVALS[args.evaluation]
+    module = importlib.import_module(module_name)
+    sub = argparse.ArgumentParser(prog=f"clap eval {args.evaluation}", description=help_text)
+    module.add_arguments(sub)
+    return int(module.run(sub.parse_args(args.rest)) or 0)

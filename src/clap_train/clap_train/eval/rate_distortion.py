@@ -1,0 +1,201 @@
+"""``clap eval rate-distortion``: the Act-VAE's Table V (paper section V-C1, Eq. 8) and Fig. 5.
+
+For every (Nq, K) of a grid an Act-VAE is trained with the same recipe (``clap train act-vae``'s
+config, with ``model.num_queries`` / ``model.codebook_size`` overridden) and measured on held-out
+chunks: MSE in normalised units, PSNR = 20 log10(R / sqrt(MSE)) with R = 2 (the range of [-1, 1]),
+and the rate of Eq. 8, r = Nq log2 K / (Na Da log2(R / sqrt(MSE))). The paper's Table V numbers are
+reproduced with Na = 32 and Da = 7 (per-arm action dimension: e.g. Nq 16, K 256, MSE 0.0004 gives
+r = 0.086), so Da defaults to 7; pass ``--rate-dim 14`` for the full action vector.
+
+Writes OUT/rate_distortion.md (a Table-V-style markdown table, the chosen row in bold),
+OUT/rate_distortion.json and OUT/rate_distortion.png (PSNR against rate, chosen point marked).
+Already trained runs are reused (``OUT/runs/nq{Nq}_k{K}/act_vae``), so an interrupted sweep
+continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import pathlib
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from clap_train.config import ConfigError
+from clap_train.io import atomic_path, atomic_write_text
+from clap_train.models.act_vae import ActVAE
+
+
+@dataclasses.dataclass(frozen=True)
+class RDPoint:
+    num_queries: int
+    codebook_size: int
+    mse: float
+    psnr: float
+    rate: float
+    perplexity: float
+
+
+def psnr_of(mse: float, dynamic_range: float = 2.0) -> float:
+    return 20.0 * math.log10(dynamic_range / math.sqrt(max(mse, 1e-20)))
+
+
+def rate_of(num_queries: int, codebook_size: int, mse: float, chunk_len: int = 32, rate_dim: int = 7,
+            dynamic_range: float = 2.0) -> float:
+    """Eq. 8: r = Nq log2 K / (Na Da log2(R / sqrt(MSE)))."""
+    return num_queries * math.log2(codebook_size) / (
+        chunk_len * rate_dim * math.log2(dynamic_range / math.sqrt(max(mse, 1e-20)))
+    )
+
+
+@torch.no_grad()
+def evaluate(model: ActVAE, chunks: torch.Tensor, pads: torch.Tensor | None = None,
+             batch_size: int = 512) -> tuple[float, float]:
+    """Masked reconstruction MSE (normalised units) through the tokens, and code perplexity."""
+    from clap_train.models.quantizer import perplexity_of
+
+    model.eval()
+    err_sum, count, tokens_all = 0.0, 0.0, []
+    for i in range(0, chunks.shape[0], batch_size):
+        c = chunks[i : i + batch_size]
+        tokens = model.tokenize(c)
+        recon = model.decode_tokens(tokens)
+        err = (recon - c).pow(2)
+        if pads is not None:
+            w = (~pads[i : i + batch_size]).float()[..., None].expand_as(err)
+        else:
+            w = torch.ones_like(err)
+        err_sum += float((err * w).sum())
+        count += float(w.sum())
+        tokens_all.append(tokens)
+    return err_sum / max(count, 1.0), float(perplexity_of(torch.cat(tokens_all), model.config.codebook_size))
+
+
+def heldout_chunks(dataset, limit: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack up to ``limit`` evenly spaced (action, action_pad) items of a contract-3 dataset."""
+    from clap_train.train.act_vae import ActionChunks
+
+    items = ActionChunks(dataset)
+    step = max(1, len(items) // limit)
+    picked = [items[i] for i in range(0, len(items), step)][:limit]
+    return torch.stack([p["action"] for p in picked]), torch.stack([p["action_pad"] for p in picked])
+
+
+def parse_grid(text: str) -> list[tuple[int, int]]:
+    out = []
+    for item in text.split(","):
+        try:
+            nq, k = item.lower().split("x")
+            out.append((int(nq), int(k)))
+        except ValueError:
+            raise ConfigError(f"--grid item {item!r}: expected NQxK, e.g. 16x256") from None
+    return out
+
+
+def markdown_table(points: Sequence[RDPoint], chosen: tuple[int, int] | None) -> str:
+    lines = ["| Nq | K | MSE | PSNR (dB) | Rate (r) | perplexity |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for p in points:
+        cells = [str(p.num_queries), str(p.codebook_size), f"{p.mse:.5f}", f"{p.psnr:.2f}", f"{p.rate:.3f}",
+                 f"{p.perplexity:.1f}"]
+        if chosen == (p.num_queries, p.codebook_size):
+            cells = [f"**{c}**" for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(points: Sequence[RDPoint], chosen: tuple[int, int] | None, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.scatter([p.rate for p in points], [p.psnr for p in points], color="tab:blue", zorder=2)
+    for p in points:
+        ax.annotate(f"({p.num_queries},{p.codebook_size})", (p.rate, p.psnr), textcoords="offset points",
+                    xytext=(4, -10), fontsize=8)
+    sel = [p for p in points if chosen == (p.num_queries, p.codebook_size)]
+    if sel:
+        ax.scatter([sel[0].rate], [sel[0].psnr], s=220, facecolors="none", edgecolors="tab:red", linewidths=2,
+                   zorder=3, label=f"chosen Nq={sel[0].num_queries}, K={sel[0].codebook_size}")
+        ax.legend(loc="lower right")
+    ax.set_xlabel("rate r (Eq. 8)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title("Act-VAE rate-distortion")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def sweep(grid: Sequence[tuple[int, int]], config: pathlib.Path | None, out: pathlib.Path, dataset: str | None,
+          synthetic: int | None, overrides: Sequence[str], chosen: tuple[int, int] | None, rate_dim: int = 7,
+          heldout: int = 16, progress: bool = False) -> list[RDPoint]:
+    from clap_train.config import load_config
+    from clap_train.train import act_vae as trainer
+
+    base = load_config(trainer.ActVAETrainConfig, config, list(overrides))
+    points = []
+    eval_chunks = None
+    for nq, k in grid:
+        run_dir = out / "runs" / f"nq{nq}_k{k}"
+        if not (run_dir / "act_vae" / "model.safetensors").is_file():
+            args = argparse.Namespace(
+                config=config, run_dir=run_dir, dataset=dataset, synthetic=synthetic, resume=True,
+                set=[*overrides, f"model.num_queries={nq}", f"model.codebook_size={k}"], stop_after=None,
+                no_progress=not progress,
+            )
+            if trainer.run(args) != 0:
+                raise RuntimeError(f"training Nq={nq}, K={k} failed (see {run_dir})")
+        model = ActVAE.from_pretrained(run_dir / "act_vae")
+        if eval_chunks is None:
+            stats = json.loads((run_dir / "act_vae" / "stats.json").read_text())
+            if synthetic is not None:  # held-out episodes: another seed, the training normalisation
+                ds, _ = trainer.open_dataset(None, heldout, base.model.chunk_len, images=False,
+                                             episode_len=base.synthetic_episode_len, seed=base.synthetic_seed + 9_973,
+                                             stats=stats)
+            else:
+                ds, _ = trainer.open_dataset(dataset, None, base.model.chunk_len)
+            eval_chunks = heldout_chunks(ds)
+        mse, ppl = evaluate(model, *eval_chunks)
+        points.append(RDPoint(nq, k, mse, psnr_of(mse), rate_of(nq, k, mse, base.model.chunk_len, rate_dim), ppl))
+        print(f"Nq={nq} K={k}: MSE {mse:.5f}, PSNR {points[-1].psnr:.2f} dB, r {points[-1].rate:.3f}, "
+              f"perplexity {ppl:.1f}", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "rate_distortion.md", markdown_table(points, chosen))
+    atomic_write_text(out / "rate_distortion.json", json.dumps([dataclasses.asdict(p) for p in points], indent=1))
+    plot(points, chosen, out / "rate_distortion.png")
+    return points
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=pathlib.Path, help="Act-VAE training config (YAML)")
+    parser.add_argument("--out", type=pathlib.Path, required=True, help="output folder (table, plot, runs)")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="unified LeRobot dataset (evaluated on the same data; use a held-out split)")
+    src.add_argument("--synthetic", type=int, metavar="N", help="train on N synthetic episodes, test on held-out ones")
+    parser.add_argument("--grid", default="4x256,8x256,12x128,12x256,16x256,20x256",
+                        help="comma-separated NQxK points (default: Table V's)")
+    parser.add_argument("--chosen", default="16x256", help="the point to highlight (NQxK)")
+    parser.add_argument("--rate-dim", type=int, default=7, help="Da of Eq. 8 (7 reproduces Table V)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="training config overrides")
+    parser.add_argument("--progress", action="store_true", help="show each training's progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        grid = parse_grid(args.grid)
+        chosen = parse_grid(args.chosen)[0] if args.chosen else None
+        points = sweep(grid, args.config, args.out, args.dataset, args.synthetic, args.set, chosen, args.rate_dim,
+                       progress=args.progress)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"clap eval rate-distortion: {exc}", file=sys.stderr)
+        return 2
+    print(markdown_table(points, chosen))
+    print(f"wrote {args.out / 'rate_distortion.md'} and {args.out / 'rate_distortion.png'}")
+    return 0

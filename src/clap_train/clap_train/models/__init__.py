@@ -1,0 +1,1 @@
+"""Models, one file each: Act-VAE, VD-VAE, CLAP-NTP, the CLAP-RF flow head."""

@@ -1,0 +1,206 @@
+r"""``clap train post``: post-training with CLAP-RF and Knowledge Matching (Alg. 4).
+
+Stage 1 (``RUN_DIR/stage1``): NTP adaptation of the starting policy (``init``, an NTP policy
+directory) on target robot tokens + human pseudo tokens, constant lr 2e-5 after warm-up
+(Table IX). Its result is frozen as the reference phi_ref.
+
+Stage 2 (``RUN_DIR/stage2``), robot data only: a trainable copy phi_policy of the stage-1 backbone
+(``finetune: full``; ``lora``: peft LoRA adapters on the language model, merged into the weights
+at export; ``frozen`` trains the head alone) and a DiT flow head that cross-attends to
+the fused outputs of an EARLY and a MIDDLE decoder layer over the prompt. Loss:
+L_RF + alpha * KL(p_policy || p_ref) over the robot action-token positions (alpha 0.005), with
+lr 1e-4, warm-up and cosine decay. The result is exported to ``RUN_DIR/policy`` (modes rf + ntp).
+
+Both stages run through the shared loop (accelerate, atomic checkpoints); ``--resume`` continues
+whichever stage was interrupted (a finished stage 1 is reloaded, not retrained). ``--stop-after``
+counts steps across both stages.
+
+    clap train post --config config/train/tiny/post.yaml --synthetic 8 --init runs/ntp/policy \
+        --run-dir runs/post
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import pathlib
+import sys
+from typing import Any, Literal
+
+import torch
+
+from clap_train.config import ConfigError, load_config, save_config
+from clap_train.data.normalize import Normalizer
+from clap_train.models.flow_head import FlowHead, FlowHeadConfig, default_feature_layers
+from clap_train.models.knowledge_matching import reverse_kl
+from clap_train.models.ntp import action_logits, batch_images, encode_batch
+from clap_train.models.vlm import (
+    LORA_TARGETS, VLMConfig, add_lora, capture_layers, hidden_size, merge_lora, num_text_layers,
+)
+from clap_train.train.loop import LoopConfig, Stage, run_loop
+from clap_train.train.ntp import (
+    Backbone, add_data_arguments, batch_codes, collate, load_act_vae, load_backbone, ntp_loss_fn, open_mixed,
+)
+
+
+@dataclasses.dataclass
+class PostTrainConfig:
+    """``clap train post`` settings (defaults: Table IX)."""
+
+    init: str | None = None  # NTP policy directory to start from (clap train ntp's RUN_DIR/policy)
+    vlm: VLMConfig = dataclasses.field(default_factory=VLMConfig)  # only when init is None (random start)
+    act_vae: str | None = None  # only when init is None (a policy directory carries its Act-VAE)
+    stage1: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(
+        steps=3000, batch_size=128, lr=2e-5, warmup_steps=1000, schedule="constant"))
+    stage2: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(
+        steps=5000, batch_size=128, lr=1e-4, warmup_steps=1000, schedule="cosine"))
+    flow: FlowHeadConfig = dataclasses.field(default_factory=FlowHeadConfig)
+    feature_layers: list[int] | None = None  # VLM layers the head fuses; None = an early and a middle layer
+    alpha: float = 0.005  # KM weight
+    finetune: Literal["full", "lora", "frozen"] = "full"
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_targets: list[str] = dataclasses.field(default_factory=lambda: list(LORA_TARGETS))
+    policy_lr: float | None = None  # lr of the trainable backbone copy in stage 2 (default: stage2.lr)
+    state_dropout: float = 0.2  # share of stage-2 samples trained without the state input
+    wrist_dropout: float = 0.3
+    human_fraction: float = 0.0
+    max_subtask_tokens: int = 32
+    rate_hz: float = 30.0
+    synthetic_episode_len: int = 150
+    synthetic_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
+        for name in ("state_dropout", "wrist_dropout", "human_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.policy_lr is not None and self.policy_lr <= 0:
+            raise ValueError("policy_lr must be positive")
+        if self.lora_rank <= 0 or self.lora_alpha <= 0:
+            raise ValueError("lora_rank and lora_alpha must be positive")
+
+
+class PostModel(torch.nn.Module):
+    """phi_policy (trainable backbone copy) + the RF flow head: what stage 2 trains and checkpoints."""
+
+    def __init__(self, vlm, head: FlowHead):
+        super().__init__()
+        self.vlm, self.head = vlm, head
+
+    def forward(self, inputs: dict[str, torch.Tensor], prompt_mask: torch.Tensor, actions: torch.Tensor,
+                state: torch.Tensor, action_pad: torch.Tensor, state_mask: torch.Tensor):
+        """(token logits of phi_policy, L_RF): one pass, so DDP/FSDP see every trainable parameter."""
+        layers = self.head.config.feature_layers
+        with capture_layers(self.vlm, layers) as found:
+            logits = self.vlm(**inputs).logits
+        ctx = self.head.fuse([found[i] for i in layers])
+        l_rf = self.head.rf_loss(actions, ctx, ~prompt_mask, state=state, pad=action_pad, state_mask=state_mask)
+        return logits, l_rf
+
+
+def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: PostTrainConfig):
+    """L_RF + alpha * reverse KL to the frozen reference over the robot action-token positions."""
+    def loss_fn(model: torch.nn.Module, batch: dict[str, Any], step: int):
+        dev = batch["action"].device
+        if next(reference.parameters()).device != dev:  # frozen: bf16 on GPUs halves its memory
+            reference.to(dev, dtype=torch.bfloat16 if dev.type == "cuda" else None)
+        codes, has = batch_codes(act_vae, batch)
+        enc = encode_batch(processor, vocab, batch_images(batch, cfg.wrist_dropout), batch["instruction"],
+                           batch["subtask"], codes.cpu(), has.tolist()).to(dev)
+        keep = torch.rand(batch["state"].shape[0], device=dev) >= cfg.state_dropout
+        logits, l_rf = model(enc.inputs, enc.prompt_mask, batch["action"], batch["state"], batch["action_pad"], keep)
+        with torch.no_grad():
+            ref_logits = reference(**enc.inputs).logits
+        kl = reverse_kl(action_logits(logits, enc), action_logits(ref_logits, enc))
+        loss = l_rf + cfg.alpha * kl
+        return loss, {"rf_loss": float(l_rf.detach()), "kl": float(kl.detach())}
+
+    return loss_fn
+
+
+def robot_only(dataset):
+    """Stage 2 trains on robot samples only: a mixed dataset's robot part."""
+    return getattr(dataset, "robot", dataset)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_arguments(parser)
+    parser.add_argument("--init", help="NTP policy directory to start from (overrides the config's init)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from clap_train.policy import PolicyMeta, save_policy
+
+    try:
+        cfg = load_config(PostTrainConfig, args.config, args.set)
+        if args.init:
+            cfg = dataclasses.replace(cfg, init=args.init)
+        if args.act_vae:
+            cfg = dataclasses.replace(cfg, act_vae=args.act_vae)
+        act_dir = cfg.act_vae if cfg.init is None or args.act_vae else str(pathlib.Path(cfg.init) / "act_vae")
+        act_vae = load_act_vae(act_dir)
+        image_size = cfg.vlm.image_size
+        if cfg.init is not None:
+            from clap_train.models.vlm import VLMProcessor
+
+            image_size = VLMProcessor.from_pretrained(pathlib.Path(cfg.init) / "vlm").image_size
+        dataset, stats = open_mixed(args, cfg, act_vae.config.chunk_len, image_size, act_vae.config.num_queries)
+        normalizer = Normalizer.from_stats(stats)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"clap train post: {exc}", file=sys.stderr)
+        return 2
+    run_dir = pathlib.Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    progress = not args.no_progress
+    vlm, processor, vocab = load_backbone(cfg.vlm, cfg.init, act_vae.config.codebook_size)
+
+    # Stage 1: NTP adaptation on robot + human tokens -> the frozen reference.
+    stop1 = None if args.stop_after is None else min(args.stop_after, cfg.stage1.steps)
+    s1 = Stage(name="post_stage1", model=Backbone(vlm), dataset=dataset, collate_fn=collate(),
+               loss_fn=ntp_loss_fn(processor, vocab, act_vae, cfg.wrist_dropout))
+    r1 = run_loop(s1, cfg.stage1, run_dir / "stage1", resume=args.resume, progress=progress, stop_after=stop1)
+    if r1.final_step < cfg.stage1.steps:
+        print(f"post: stopped in stage 1 at step {r1.final_step}")
+        return 0
+    reference = copy.deepcopy(vlm).eval()
+    for p in reference.parameters():
+        p.requires_grad_(False)
+
+    # Stage 2: RF head + KM on robot data, policy branch initialised from the reference.
+    layers = cfg.feature_layers or default_feature_layers(num_text_layers(vlm))
+    flow_cfg = dataclasses.replace(cfg.flow, vlm_hidden=hidden_size(vlm), feature_layers=list(layers),
+                                   chunk_len=act_vae.config.chunk_len, action_dim=act_vae.config.action_dim)
+    cfg = dataclasses.replace(cfg, flow=flow_cfg)
+    torch.manual_seed(cfg.stage2.seed)
+    model = PostModel(vlm, FlowHead(flow_cfg))
+    if cfg.finetune == "frozen":
+        for p in model.vlm.parameters():
+            p.requires_grad_(False)
+    elif cfg.finetune == "lora":
+        add_lora(model.vlm, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    groups = [{"params": list(model.head.parameters()), "lr": cfg.stage2.lr}]
+    if cfg.finetune != "frozen":
+        groups.append({"params": [p for p in model.vlm.parameters() if p.requires_grad],
+                       "lr": cfg.policy_lr or cfg.stage2.lr})
+    stop2 = None if args.stop_after is None else args.stop_after - cfg.stage1.steps
+    s2 = Stage(name="post_stage2", model=model, dataset=robot_only(dataset), collate_fn=collate(),
+               loss_fn=rf_km_loss_fn(processor, vocab, act_vae, reference, cfg), param_groups=groups)
+    r2 = run_loop(s2, cfg.stage2, run_dir / "stage2", resume=args.resume, progress=progress, stop_after=stop2)
+    if r2.final_step < cfg.stage2.steps:
+        print(f"post: stopped in stage 2 at step {r2.final_step}")
+        return 0
+    meta = PolicyMeta(chunk_len=act_vae.config.chunk_len, action_dim=act_vae.config.action_dim, rate_hz=cfg.rate_hz,
+                      image_size=processor.image_size, num_queries=act_vae.config.num_queries,
+                      codebook_size=act_vae.config.codebook_size, max_subtask_tokens=cfg.max_subtask_tokens,
+                      flow=flow_cfg)
+    if cfg.finetune == "lora":
+        merge_lora(model.vlm)  # the exported backbone is a plain Qwen3-VL again
+    out = save_policy(run_dir / "policy", meta, model.vlm, processor, act_vae.cpu(), normalizer, model.head)
+    last = r2.history[-1] if r2.history else {}
+    print(f"post: stage 2 step {r2.final_step}, rf {last.get('rf_loss', float('nan')):.4g}, "
+          f"kl {last.get('kl', float('nan')):.3g}; policy exported to {out}")
+    return 0

@@ -1,0 +1,186 @@
+"""``clap train vd-vae``: contrastive VD-VAE training (CLAP Alg. 2) through the shared loop.
+
+Needs a trained Act-VAE (``act_vae:`` in the config or ``--act-vae DIR``, the folder that ``clap
+train act-vae`` exports); its codebook stays frozen (bit-identical before and after). Batches
+mix robot samples (``--dataset DIR`` or ``--synthetic N``) and human-video samples
+(``--human-dataset DIR``, or with ``--synthetic`` the same number of synthetic human episodes)
+with ``human_fraction`` (the data engineer's MixedDataset). The EMA teacher is updated after every
+optimiser step. ``feature_cache: true`` keeps frozen-backbone features in memory (keyed by source,
+episode and frame), which pays off for real DINO backbones. The model is exported to
+``RUN_DIR/vd_vae`` at the end.
+
+    clap train vd-vae --config config/train/vd_vae.yaml --act-vae runs/act_vae/act_vae --synthetic 200 \
+        --run-dir runs/vd_vae
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import pathlib
+import sys
+from typing import Any
+
+import torch
+
+from clap_train.config import ConfigError, load_config, save_config
+from clap_train.io import atomic_write_text
+from clap_train.models.act_vae import ActVAE
+from clap_train.models.vd_vae import VDVAE, VDVAEConfig
+from clap_train.train.loop import LoopConfig, Stage, run_loop
+
+
+@dataclasses.dataclass
+class VDVAETrainConfig:
+    model: VDVAEConfig = dataclasses.field(default_factory=VDVAEConfig)
+    loop: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(lr=3e-4, batch_size=64, steps=20000))
+    act_vae: str | None = None  # exported Act-VAE folder (config.json + model.safetensors)
+    human_fraction: float = 0.5
+    future_offset: int = 32  # H: the transition (o_t, o_{t+H}) spans one action chunk
+    feature_cache: bool = False
+    feature_cache_max: int = 200_000  # cached feature maps (each P x C float16)
+    synthetic_episode_len: int = 150
+    synthetic_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.human_fraction < 1.0:
+            raise ValueError(f"human_fraction must be in [0, 1), got {self.human_fraction}")
+        if self.future_offset < 1:
+            raise ValueError(f"future_offset must be >= 1, got {self.future_offset}")
+
+
+class FeatureCache:
+    """Frozen-backbone features of (source, episode, frame), float16 in memory, bounded size."""
+
+    def __init__(self, model: VDVAE, max_items: int):
+        self.model, self.max_items, self.store = model, max_items, {}
+        self.hits = self.misses = 0
+
+    def __call__(self, images: torch.Tensor, keys: list[tuple] | None) -> torch.Tensor:
+        if keys is None:
+            return self.model.features(images)
+        missing = [i for i, k in enumerate(keys) if k not in self.store]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            # rounded to the stored precision also on first sight, so a resumed run (empty cache)
+            # computes exactly what the uninterrupted run (warm cache) computed
+            feats = self.model.features(images[missing]).to(torch.float16).float()
+            for j, i in enumerate(missing):
+                if len(self.store) < self.max_items:
+                    self.store[keys[i]] = feats[j].to(torch.float16).cpu()
+                else:
+                    break
+            fresh = dict(zip(missing, feats))
+        else:
+            fresh = {}
+        dev = images.device
+        return torch.stack([fresh[i] if i in fresh else self.store[k].to(dev).float() for i, k in enumerate(keys)])
+
+
+def _keys(batch: dict[str, Any], offset: int, future: bool) -> list[tuple]:
+    robot = batch["is_robot"].tolist()
+    eps = batch["episode_index"].tolist()
+    frames = batch["frame_index"].tolist()
+    # the future frame is clamped to the episode end by the loader; (ep, t, "future") names it exactly
+    return [(r, e, f, future) for r, e, f in zip(robot, eps, frames)]
+
+
+def make_stage(model: VDVAE, dataset, collate, cfg: VDVAETrainConfig) -> Stage:
+    cache = FeatureCache(model, cfg.feature_cache_max) if cfg.feature_cache else None
+
+    def features(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        img_t, img_h = batch["images"]["head"], batch["future_head"]
+        if cache is None:
+            return model.features(img_t), model.features(img_h)
+        return cache(img_t, _keys(batch, cfg.future_offset, False)), cache(img_h, _keys(batch, cfg.future_offset, True))
+
+    def loss_fn(m: torch.nn.Module, batch: dict[str, Any], step: int):
+        f_t, f_h = features(batch)
+        out = m(f_t, f_h, batch["is_robot"], batch["action"])
+        metrics = {k: float(out[k].detach()) for k in ("rec_loss", "vq_loss", "con_loss", "reg_loss", "tau", "bias")}
+        agree = float(out["token_agreement"])
+        if not math.isnan(agree):
+            metrics["token_agreement"] = agree
+        metrics["human_share"] = float((~batch["is_robot"].bool()).float().mean())
+        return out["loss"], metrics
+
+    def after_step(m: torch.nn.Module, step: int) -> None:
+        m.update_teacher()
+
+    trainable = [p for n, p in model.named_parameters()
+                 if p.requires_grad and not n.startswith(("act_vae.", "backbone.", "teacher."))]
+    return Stage(name="vd_vae", model=model, dataset=dataset, collate_fn=collate, loss_fn=loss_fn,
+                 param_groups=[{"params": trainable}], after_step=after_step)
+
+
+def build_data(cfg: VDVAETrainConfig, act: ActVAE, dataset: str | None, synthetic: int | None,
+               human_dataset: str | None, stats: dict[str, Any] | None = None):
+    from clap_train.data.dataset import MixedDataset
+    from clap_train.train.act_vae import open_dataset
+
+    common = dict(chunk_len=act.config.chunk_len, future_offset=cfg.future_offset, image_size=cfg.model.image_size,
+                  episode_len=cfg.synthetic_episode_len)
+    # synthetic actions are normalised with the Act-VAE's own statistics (``stats``), so that
+    # E_act sees chunks exactly as it was trained on them
+    robot, stats = open_dataset(dataset, synthetic, seed=cfg.synthetic_seed, stats=stats, **common)
+    human = None
+    if cfg.human_fraction > 0:
+        if human_dataset is not None:
+            human, _ = open_dataset(human_dataset, None, **common)
+        elif synthetic is not None:
+            human, _ = open_dataset(None, synthetic, seed=cfg.synthetic_seed + 7_777, human=True, stats=stats, **common)
+        else:
+            raise ConfigError("human_fraction > 0 needs --human-dataset DIR (or set human_fraction=0)")
+    return MixedDataset(robot, human, cfg.human_fraction, seed=cfg.loop.seed), stats
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=pathlib.Path, help="YAML config (VDVAETrainConfig)")
+    parser.add_argument("--run-dir", type=pathlib.Path, required=True)
+    parser.add_argument("--act-vae", help="trained Act-VAE folder (overrides act_vae: in the config)")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="unified LeRobot v3.0 robot dataset directory")
+    src.add_argument("--synthetic", type=int, metavar="N", help="N synthetic robot (and N human) episodes")
+    parser.add_argument("--human-dataset", help="human-video LeRobot dataset directory")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--stop-after", type=int)
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from clap_train.data.dataset import collate_samples
+
+    try:
+        cfg = load_config(VDVAETrainConfig, args.config, args.set)
+        act_dir = args.act_vae or cfg.act_vae
+        if not act_dir:
+            raise ConfigError("no Act-VAE: pass --act-vae DIR or set act_vae: in the config")
+        cfg = dataclasses.replace(cfg, act_vae=str(act_dir))
+        act = ActVAE.from_pretrained(act_dir)
+        if act.config.chunk_len != cfg.future_offset:
+            print(f"note: future_offset {cfg.future_offset} != Act-VAE chunk_len {act.config.chunk_len}",
+                  file=sys.stderr)
+        stats_path = pathlib.Path(act_dir) / "stats.json"
+        act_stats = json.loads(stats_path.read_text()) if stats_path.is_file() else None
+        data, stats = build_data(cfg, act, args.dataset, args.synthetic, args.human_dataset, act_stats)
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"clap train vd-vae: {exc}", file=sys.stderr)
+        return 2
+    run_dir = pathlib.Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    torch.manual_seed(cfg.loop.seed)
+    model = VDVAE(cfg.model, act)
+    result = run_loop(make_stage(model, data, collate_samples, cfg), cfg.loop, run_dir, resume=args.resume,
+                      progress=not args.no_progress, stop_after=args.stop_after)
+    if result.final_step >= cfg.loop.steps:
+        out = model.save_pretrained(run_dir / "vd_vae")
+        atomic_write_text(out / "stats.json", json.dumps(stats, indent=1))
+        last = result.history[-1] if result.history else {}
+        print(f"vd-vae: step {result.final_step}, rec {last.get('rec_loss', float('nan')):.3g}, "
+              f"con {last.get('con_loss', float('nan')):.3g}; exported to {out}")
+    return 0

@@ -1,0 +1,201 @@
+"""``clap train post``: stage 1 -> frozen reference, stage 2 RF + KM; exact resume; exported RF policy."""
+
+import argparse
+import json
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+
+from clap_train.models.act_vae import ActVAE, ActVAEConfig
+from clap_train.policy import ClapPolicy
+from clap_train.train import post
+from clap_train.train.checkpoint import latest_checkpoint
+
+CONFIG = pathlib.Path(__file__).resolve().parents[3] / "config" / "train" / "tiny" / "post.yaml"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def act_vae_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = ActVAEConfig(codebook_size=32, d_model=32, layers=1, decoder_layers=1, heads=4, ffn_mult=2, code_dim=8)
+    return ActVAE(cfg).save_pretrained(tmp_path_factory.mktemp("av") / "act_vae")
+
+
+def args(run_dir, act_vae_dir, s1, s2, stop_after=None, resume=False, extra=()):
+    parser = argparse.ArgumentParser()
+    post.add_arguments(parser)
+    argv = ["--config", str(CONFIG), "--synthetic", "2", "--human-synthetic", "1", "--act-vae", str(act_vae_dir),
+            "--run-dir", str(run_dir), "--no-progress", "--set", f"stage1.steps={s1}", f"stage2.steps={s2}",
+            "stage1.warmup_steps=0", "stage2.warmup_steps=0", "stage1.save_every=2", "stage2.save_every=2",
+            "synthetic_episode_len=40", *extra]
+    if stop_after is not None:
+        argv += ["--stop-after", str(stop_after)]
+    if resume:
+        argv.append("--resume")
+    return parser.parse_args(argv)
+
+
+def history(stage_dir):
+    return json.loads((latest_checkpoint(stage_dir) / "state.json").read_text())["history"]
+
+
+def test_post_trains_rf_with_km_and_exports_an_rf_policy(tmp_path, act_vae_dir):
+    run = tmp_path / "run"
+    assert post.run(args(run, act_vae_dir, 2, 40, extra=("stage2.lr=3e-3", "stage2.batch_size=2"))) == 0
+    h2 = history(run / "stage2")
+    # policy == reference before the first update: KL exactly zero at stage 2's first step
+    assert h2[0]["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert max(h["kl"] for h in h2) > 0  # ... and it moves once the policy branch trains
+    first = np.mean([h["rf_loss"] for h in h2[:4]])
+    last = np.mean([h["rf_loss"] for h in h2[-4:]])
+    assert last < 0.8 * first, (first, last)
+    policy = ClapPolicy.load(run / "policy")
+    assert policy.modes == ["ntp", "rf"] and policy.meta.flow.feature_layers == [0, 1]
+    img = {"head": np.zeros((64, 64, 3), np.uint8)}
+    for mode in ("rf", "ntp"):
+        assert policy.predict(img, "use the left arm", mode=mode).actions.shape == (32, 14)
+
+
+def test_reference_is_frozen_and_gets_no_gradient(act_vae_dir):
+    from clap_train.data.synthetic import SyntheticDataset, collate_samples
+    from clap_train.models.flow_head import FlowHead
+    from clap_train.models.vlm import VLMConfig
+    from clap_train.train.ntp import load_act_vae, load_backbone
+
+    cfg = post.PostTrainConfig(vlm=VLMConfig(image_size=64, hidden_size=64, layers=2, intermediate_size=128,
+                                             vision_hidden=32, vision_heads=2), alpha=1.0)
+    import copy
+    import dataclasses
+
+    act_vae = load_act_vae(str(act_vae_dir))
+    vlm, proc, vocab = load_backbone(cfg.vlm, None, 32)
+    reference = copy.deepcopy(vlm)
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    flow = dataclasses.replace(cfg.flow, vlm_hidden=64, feature_layers=[0, 1], d_model=32, layers=1, heads=2)
+    cfg = dataclasses.replace(cfg, flow=flow)
+    model = post.PostModel(vlm, FlowHead(flow))
+    with torch.no_grad():  # move the policy branch away from the reference
+        for p in model.vlm.model.language_model.layers[1].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ds = SyntheticDataset(1, image_size=64, episode_len=40)
+    batch = collate_samples([ds[0], ds[5]])
+    loss, metrics = post.rf_km_loss_fn(proc, vocab, act_vae, reference, cfg)(model, batch, 0)
+    loss.backward()
+    assert metrics["kl"] > 0
+    assert all(p.grad is None for p in reference.parameters())
+    assert model.vlm.model.language_model.layers[1].mlp.down_proj.weight.grad.abs().sum() > 0
+    assert model.head.feat_proj.weight.grad.abs().sum() > 0
+
+
+def test_resume_in_stage_two_reproduces_next_step_loss(tmp_path, act_vae_dir):
+    straight = tmp_path / "straight"
+    assert post.run(args(straight, act_vae_dir, 2, 5)) == 0
+    killed = tmp_path / "killed"
+    assert post.run(args(killed, act_vae_dir, 2, 5, stop_after=5)) == 0  # 2 stage-1 steps + 3 stage-2 steps
+    assert not (killed / "policy").exists()
+    assert post.run(args(killed, act_vae_dir, 2, 5, resume=True)) == 0
+    a, b = history(straight / "stage2"), history(killed / "stage2")
+    assert [h["step"] for h in b] == [1, 2, 3, 4, 5]
+    for ha, hb in zip(a, b):
+        assert ha["loss"] == pytest.approx(hb["loss"], rel=1e-5, abs=1e-6), (ha, hb)
+    assert history(killed / "stage1")[-1]["step"] == 2  # stage 1 was reloaded, not retrained
+
+
+def test_lora_stage_two_starts_at_the_reference_and_exports_plain_weights(tmp_path, act_vae_dir):
+    run = tmp_path / "lora"
+    assert post.run(args(run, act_vae_dir, 1, 4, extra=("finetune=lora", "lora_rank=4", "stage2.lr=3e-3",
+                                                        "stage2.batch_size=2"))) == 0
+    h2 = history(run / "stage2")
+    assert h2[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # lora_B = 0: policy == reference at the start
+    assert h2[-1]["kl"] > 0  # the adapters moved the token policy
+    from safetensors import safe_open
+
+    with safe_open(str(run / "policy" / "vlm" / "model.safetensors"), "pt") as f:
+        assert not any("lora" in k or "base_layer" in k for k in f.keys())
+    policy = ClapPolicy.load(run / "policy")
+    assert policy.predict({"head": np.zeros((64, 64, 3), np.uint8)}, "go", mode="rf").actions.shape == (32, 14)
+
+
+def test_kill_9_in_stage_two_then_resume(tmp_path, act_vae_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    steps = 30
+
+    def argv(run_dir):
+        return [
+            sys.executable, "-m", "clap_train.cli", "train", "post", "--config", str(CONFIG), "--synthetic", "2",
+            "--act-vae", str(act_vae_dir), "--run-dir", str(run_dir), "--no-progress", "--set", "stage1.steps=1",
+            f"stage2.steps={steps}", "stage1.warmup_steps=0", "stage2.warmup_steps=0", "stage2.save_every=2",
+            "synthetic_episode_len=40"]
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(argv(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = run / "stage2" / "checkpoints" / "latest"
+    deadline = time.monotonic() + 120
+    try:
+        while not (latest.is_file() and latest.read_text().strip() >= "step-00000004"):
+            assert proc.poll() is None, "training ended before it could be killed"
+            assert time.monotonic() < deadline, "no stage-2 checkpoint within 120 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    killed_at = history(run / "stage2")[-1]["step"]
+    assert killed_at < steps
+    assert subprocess.run(argv(run) + ["--resume"], env=env, capture_output=True).returncode == 0
+    straight = tmp_path / "straight"
+    assert subprocess.run(argv(straight), env=env, capture_output=True).returncode == 0
+    a, b = history(straight / "stage2"), history(run / "stage2")
+    assert [h["step"] for h in b] == list(range(1, steps + 1))
+    for ha, hb in zip(a[killed_at:], b[killed_at:]):  # the steps after the kill
+        assert ha["loss"] == pytest.approx(hb["loss"], rel=1e-4, abs=1e-6), (ha, hb)
+    assert (run / "policy" / "policy.json").is_file()
+
+
+def test_pipeline_on_a_converted_lerobot_dataset(tmp_path, act_vae_dir):
+    """rosbag2 -> clap convert -> clap train ntp -> clap train post -> ClapPolicy, on real files."""
+    from clap_train.data.contract import load_contract
+    from clap_train.data.convert import convert_bags
+    from clap_train.data.synthetic_bag import CameraSetup, write_bag
+    from clap_train.train import ntp as ntp_train
+
+    cams = {n: CameraSetup("rgb8", 48, 64) for n in ("head", "left_wrist", "right_wrist")}
+    write_bag(tmp_path / "bags/e0", duration_s=1.2, cameras=cams, yaw_cross=True)
+    convert_bags([tmp_path / "bags"], load_contract(), tmp_path / "robot", progress=False)
+    parser = argparse.ArgumentParser()
+    ntp_train.add_arguments(parser)
+    ntp_args = parser.parse_args([
+        "--config", str(CONFIG.parent / "ntp.yaml"), "--dataset", str(tmp_path / "robot"), "--act-vae",
+        str(act_vae_dir), "--run-dir", str(tmp_path / "ntp"), "--no-progress", "--set", "loop.steps=4",
+        "loop.warmup_steps=0", "loop.batch_size=2"])
+    assert ntp_train.run(ntp_args) == 0
+    parser = argparse.ArgumentParser()
+    post.add_arguments(parser)
+    post_args = parser.parse_args([
+        "--config", str(CONFIG), "--dataset", str(tmp_path / "robot"), "--init", str(tmp_path / "ntp" / "policy"),
+        "--run-dir", str(tmp_path / "post"), "--no-progress", "--set", "stage1.steps=1", "stage2.steps=2",
+        "stage1.warmup_steps=0", "stage2.warmup_steps=0", "stage1.batch_size=2", "stage2.batch_size=2"])
+    assert post.run(post_args) == 0
+    policy = ClapPolicy.load(tmp_path / "post" / "policy")
+    stats = json.loads((tmp_path / "robot" / "meta" / "stats.json").read_text())
+    assert policy.normalizer.to_dict()["action"]["q01"] == pytest.approx(stats["action"]["q01"])
+    frame = np.zeros((48, 64, 3), np.uint8)
+    for mode in ("rf", "ntp"):
+        pred = policy.predict({"head": frame, "left_wrist": frame}, "put the cube in the bowl", mode=mode)
+        assert pred.actions.shape == (32, 14) and np.all(np.isfinite(pred.actions))

@@ -1,0 +1,142 @@
+"""CLAP-NTP: action tokens, chat prompt + targets, loss on targets only, constrained decoding, overfitting."""
+
+import numpy as np
+import pytest
+import torch
+
+from clap_train.models.ntp import (
+    ACT_END, ACT_START, ActionGrammar, action_token, add_action_tokens, encode_batch, generate_plan, target_loss,
+)
+from clap_train.models.vlm import VLMConfig, build_vlm
+
+K, NQ = 32, 16
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny(seed=0):
+    model, proc = build_vlm(VLMConfig(image_size=64, hidden_size=64, layers=2, heads=4, kv_heads=2,
+                                      intermediate_size=128, vision_hidden=32, vision_heads=2, seed=seed))
+    vocab = add_action_tokens(model, proc.tokenizer, K)
+    return model, proc, vocab
+
+
+def frames(n, value):
+    return [np.full((64, 64, 3), value + 20 * i, np.uint8) for i in range(n)]
+
+
+def test_action_tokens_are_added_once_and_embeddings_grow():
+    model, proc, vocab = tiny()
+    rows = model.get_input_embeddings().weight.shape[0]
+    assert rows == len(proc.tokenizer) and len(vocab.ids) == K
+    assert len(set(vocab.ids.tolist()) | {vocab.start_id, vocab.end_id}) == K + 2
+    assert proc.tokenizer.convert_tokens_to_ids(action_token(5)) == vocab.ids[5]
+    again = add_action_tokens(model, proc.tokenizer, K)  # idempotent (e.g. when starting from a policy)
+    assert torch.equal(again.ids, vocab.ids) and model.get_input_embeddings().weight.shape[0] == rows
+    assert torch.equal(vocab.to_codes(vocab.ids[[3, 0, 31]]), torch.tensor([3, 0, 31]))
+    with pytest.raises(ValueError, match="non-action token"):
+        vocab.to_codes(torch.tensor([vocab.start_id]))
+
+
+def test_prompt_and_target_layout():
+    _, proc, vocab = tiny()
+    codes = torch.arange(2 * NQ).reshape(2, NQ) % K
+    enc = encode_batch(proc, vocab, [frames(3, 10), frames(1, 50)], ["put the cube", "open"], ["reach", ""],
+                       codes)
+    ids = enc.inputs["input_ids"]
+    tok = proc.tokenizer
+    # sample 0: 3 images x 4 visual tokens; sample 1: 1 image
+    assert int((ids[0] == proc.image_token_id).sum()) == 12 and int((ids[1] == proc.image_token_id).sum()) == 4
+    assert enc.inputs["pixel_values"].shape[0] == 4 * 16  # 4 images x 16 patches each
+    text0 = tok.decode(ids[0][enc.inputs["attention_mask"][0].bool()])
+    assert text0.startswith("<|im_start|>user\n<|vision_start|>")
+    assert "put the cube<|im_end|>\n<|im_start|>assistant\n" in text0
+    target0 = tok.decode(ids[0][enc.target_mask[0]])
+    assert target0.startswith("reach" + ACT_START) and target0.endswith(ACT_END + "<|im_end|>")
+    for b in range(2):
+        acts = ids[b][enc.action_mask[b]]
+        assert torch.equal(vocab.to_codes(acts), codes[b])
+    # prompt and targets partition the real tokens; padding is neither
+    real = enc.inputs["attention_mask"].bool()
+    assert torch.equal(enc.prompt_mask | enc.target_mask, real)
+    assert not bool((enc.prompt_mask & enc.target_mask).any())
+    # a human sample without pseudo tokens trains on its subtask only
+    enc2 = encode_batch(proc, vocab, [frames(1, 0)], ["x"], ["wave"], codes[:1], has_codes=[False])
+    assert not bool(enc2.action_mask.any())
+    assert tok.decode(enc2.inputs["input_ids"][0][enc2.target_mask[0]]) == "wave<|im_end|>"
+
+
+def test_loss_counts_targets_only():
+    model, proc, vocab = tiny()
+    codes = torch.randint(0, K, (1, NQ), generator=torch.Generator().manual_seed(0))
+    a = encode_batch(proc, vocab, [frames(1, 10)], ["pick the red cube"], ["reach"], codes)
+    b = encode_batch(proc, vocab, [frames(1, 10)], ["pick the red cube"], ["reach"], codes)
+    with torch.no_grad():
+        la = target_loss(model(**a.inputs).logits, a)
+        # changing the logits at prompt positions (before the first target) does not change the loss
+        logits = model(**b.inputs).logits
+        first = int(b.target_mask[0].nonzero()[0]) - 1
+        logits[:, :first] = torch.randn_like(logits[:, :first]) * 50
+        lb = target_loss(logits, b)
+    assert torch.allclose(la, lb)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_constrained_decoding_always_gives_nq_valid_tokens(seed):
+    model, proc, vocab = tiny(seed)
+    model.eval()
+    # adversarial random weights: make im_end / act_end / text the model's favourite tokens
+    with torch.no_grad():
+        head = model.get_output_embeddings()
+        head.weight[vocab.im_end_id] += 5.0 * torch.randn_like(head.weight[vocab.im_end_id])
+        head.weight[vocab.ids[:3]] = 0.0
+    enc = encode_batch(proc, vocab, [frames(2, 30 * seed)], ["stack the blocks"])
+    subtasks, codes = generate_plan(model, proc, vocab, enc, NQ, max_subtask_tokens=6)
+    assert codes.shape == (1, NQ) and codes.dtype == torch.long
+    assert int(codes.min()) >= 0 and int(codes.max()) < K
+    assert len(proc.tokenizer(subtasks[0], add_special_tokens=False).input_ids) <= 6
+
+
+def test_grammar_states():
+    model, proc, vocab = tiny()
+    g = ActionGrammar(proc.tokenizer, vocab, NQ, prompt_len=0, vocab_rows=len(proc.tokenizer),
+                      max_subtask_tokens=3)
+    text = g.allowed([])
+    assert bool(text[vocab.start_id]) and not bool(text[vocab.ids].any()) and not bool(text[vocab.im_end_id])
+    assert g.allowed([70, 71, 72]) == vocab.start_id  # subtask budget used up
+    g.min_subtask = 2
+    assert not bool(g.allowed([70])[vocab.start_id]) and bool(g.allowed([70, 71])[vocab.start_id])
+    acts = g.allowed([70, vocab.start_id] + vocab.ids[:5].tolist())
+    assert bool(acts[vocab.ids].all()) and int(acts.sum()) == K
+    assert g.allowed([vocab.start_id] + vocab.ids[:NQ].tolist()) == vocab.end_id
+    assert g.allowed([vocab.start_id] + vocab.ids[:NQ].tolist() + [vocab.end_id]) == vocab.im_end_id
+
+
+def test_ntp_overfits_one_small_batch_and_decodes_it():
+    torch.manual_seed(0)
+    model, proc, vocab = tiny()
+    codes = torch.randint(0, K, (2, NQ), generator=torch.Generator().manual_seed(3))
+    imgs = [frames(1, 0), frames(1, 200)]
+    enc = encode_batch(proc, vocab, imgs, ["pick it", "pick it"], ["reach", "grasp"], codes)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    first = None
+    for _ in range(80):
+        loss = target_loss(model(**enc.inputs).logits, enc)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1 * first
+    model.eval()
+    for b in range(2):
+        prompt = encode_batch(proc, vocab, [imgs[b]], ["pick it"])
+        subtask, got = generate_plan(model, proc, vocab, prompt, NQ)
+        assert subtask[0] == ["reach", "grasp"][b]
+        assert (got[0] == codes[b]).float().mean() > 0.9

@@ -1,0 +1,215 @@
+"""VD-VAE: SigLIP loss, EMA teacher, frozen Act-VAE codebook, learning, labelling, exact resume."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from clap_train.models.act_vae import ActVAE, ActVAEConfig
+from clap_train.models.siglip import SigLIPLoss, siglip_loss
+from clap_train.models.vd_vae import VDVAE, VDVAEConfig
+from clap_train.train import label_videos, vd_vae as trainer
+from clap_train.train.checkpoint import latest_checkpoint
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+TINY = ROOT / "config" / "train" / "tiny" / "vd_vae.yaml"
+
+
+def tiny_act_vae() -> ActVAE:
+    torch.manual_seed(0)
+    return ActVAE(ActVAEConfig(num_queries=4, codebook_size=16, d_model=32, layers=1, decoder_layers=1, heads=4,
+                               code_dim=8))
+
+
+def tiny_vd(act: ActVAE | None = None, **kw) -> VDVAE:
+    torch.manual_seed(1)
+    cfg = dict(image_size=32, patch_size=8, backbone_hidden=32, backbone_layers=1, d_model=32, layers=1,
+               decoder_layers=1, heads=4)
+    cfg.update(kw)
+    return VDVAE(VDVAEConfig(**cfg), act or tiny_act_vae())
+
+
+@pytest.fixture(scope="module")
+def act_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("act") / "act_vae"
+    tiny_act_vae().save_pretrained(d)
+    return d
+
+
+def test_siglip_loss_equals_a_hand_computed_3x3_example():
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    y = torch.tensor([[2.0, 0.0], [1.0, 1.0], [0.0, -1.0]])
+    tau, b = 0.5, 0.2
+
+    def cos(u, v):
+        return sum(a * c for a, c in zip(u, v)) / math.sqrt(sum(a * a for a in u) * sum(c * c for c in v))
+
+    def sigma(z):
+        return 1.0 / (1.0 + math.exp(-z))
+
+    total = 0.0
+    for i in range(3):
+        total += -math.log(sigma((cos(x[i].tolist(), y[i].tolist()) - b) / tau))
+        for j in range(3):
+            if j != i:
+                total += -math.log(1.0 - sigma((cos(x[i].tolist(), y[j].tolist()) - b) / tau))
+    want = total / 3
+    assert siglip_loss(x, y, tau, b).item() == pytest.approx(want, rel=1e-6)
+    mod = SigLIPLoss(init_tau=tau, init_bias=b)
+    loss = mod(x, y)
+    assert loss.item() == pytest.approx(want, rel=1e-6)
+    loss.backward()  # temperature and bias are learnable
+    assert mod.log_tau.grad is not None and mod.bias.grad is not None and mod.bias.grad != 0
+    with pytest.raises(ValueError, match="differ in shape"):
+        siglip_loss(x, y[:2], tau, b)
+
+
+def test_ema_teacher_update_matches_its_formula():
+    m = tiny_vd(ema_decay=0.9)
+    with torch.no_grad():
+        for p in m.inverse.parameters():
+            p.add_(torch.randn_like(p))
+    before_t = [p.detach().clone() for p in m.teacher.parameters()]
+    online = [p.detach().clone() for p in m.inverse.parameters()]
+    m.update_teacher()
+    for t0, s, t1 in zip(before_t, online, m.teacher.parameters()):
+        torch.testing.assert_close(t1, 0.9 * t0 + 0.1 * s, rtol=0, atol=1e-6)
+    assert not any(p.requires_grad for p in m.teacher.parameters())
+
+
+def test_frozen_parts_get_no_gradient_and_codes_come_from_the_act_vae():
+    m = tiny_vd().train()
+    assert not m.backbone.training and not m.act_vae.training
+    img = torch.rand(4, 3, 32, 32)
+    f_t, f_h = m.features(img), m.features(img.flip(0))
+    assert f_t.shape == (4, 16, 32) and not f_t.requires_grad
+    out = m(f_t, f_h, torch.tensor([True, True, False, False]), torch.rand(4, 32, 14) * 2 - 1)
+    out["loss"].backward()
+    assert all(p.grad is None for p in m.act_vae.parameters())
+    assert all(p.grad is None for p in m.backbone.parameters())
+    assert m.inverse.to_action.weight.grad.abs().sum() > 0
+    assert m.env_quantizer.embedding.weight.grad.abs().sum() > 0
+    # pseudo tokens are the nearest Act-VAE codes of z_v,a
+    z_a, _ = m.inverse(f_t, f_h)
+    d = torch.cdist(z_a.reshape(-1, 8), m.act_vae.codebook.weight)
+    assert torch.equal(m.tokenize_features(f_t, f_h).reshape(-1), d.argmin(1))
+
+
+def _args(run_dir, act_dir, *extra, stop_after=None):
+    p = argparse.ArgumentParser()
+    trainer.add_arguments(p)
+    argv = ["--config", str(TINY), "--run-dir", str(run_dir), "--act-vae", str(act_dir), "--synthetic", "3",
+            "--no-progress"]
+    if stop_after is not None:
+        argv += ["--stop-after", str(stop_after)]
+    if extra:
+        argv += ["--set", *extra]
+    return p.parse_args(argv)
+
+
+def test_training_keeps_the_act_vae_codebook_bit_identical_and_lowers_the_loss(tmp_path, act_dir):
+    before = ActVAE.from_pretrained(act_dir).state_dict()
+    assert trainer.run(_args(tmp_path, act_dir, "loop.steps=60", "loop.save_every=60", "feature_cache=true")) == 0
+    trained = VDVAE.from_pretrained(tmp_path / "vd_vae")
+    after = trained.act_vae.state_dict()
+    assert torch.equal(before["quantizer.embedding.weight"], after["quantizer.embedding.weight"])
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the whole Act-VAE, buffers included
+    hist = {h["step"]: h for h in json.loads((latest_checkpoint(tmp_path) / "state.json").read_text())["history"]}
+    first = sum(hist[s]["rec_loss"] for s in range(1, 9)) / 8
+    last = sum(hist[s]["rec_loss"] for s in range(53, 61)) / 8
+    assert last < 0.7 * first
+    assert 0.0 < sum(hist[s]["human_share"] for s in hist) / len(hist) < 1.0  # mixed batches
+    assert (tmp_path / "vd_vae" / "stats.json").is_file()
+    assert list((tmp_path / "tb").glob("events.out.tfevents*"))
+
+    # label-videos: a sidecar with one row of Nq tokens per frame
+    out = tmp_path / "labelled"
+    p = argparse.ArgumentParser()
+    label_videos.add_arguments(p)
+    args = p.parse_args(["--vd-vae", str(tmp_path / "vd_vae"), "--synthetic", "2", "--out", str(out),
+                         "--no-progress", "--episode-len", "64"])
+    assert label_videos.run(args) == 0
+    table = pq.read_table(out / "meta" / "pseudo_tokens.parquet")
+    assert table.num_rows == 2 * 64
+    toks = table.column("action_tokens").to_pylist()
+    assert all(len(t) == 4 and all(0 <= v < 16 for v in t) for t in toks)
+    assert label_videos.read_pseudo_tokens(out)[(1, 5)] == toks[64 + 5]
+    from clap_train.data.synthetic import SyntheticDataset
+
+    # token agreement: its chance level is the collision probability of the Act-VAE token distribution
+    from clap_train.eval.token_agreement import token_agreement
+
+    robot = SyntheticDataset(2, seed=5, episode_len=64, image_size=32,
+                             stats=json.loads((tmp_path / "vd_vae" / "stats.json").read_text()))
+    res = token_agreement(trained, robot, batch_size=16)
+    assert res["samples"] == 2 * (64 - 31)  # unpadded chunks only
+    assert len(res["per_position"]) == 4 and 0.0 <= res["agreement"] <= 1.0
+    assert 1.0 / 16 <= res["chance"] <= 1.0 and 0.0 <= res["retrieval_top1"] <= 1.0
+
+    # the NTP stage reads them as the sample key action_tokens
+
+    base = SyntheticDataset(2, seed=424_242, episode_len=64, image_size=32, human=True)
+    human = label_videos.WithPseudoTokens(base, out)
+    assert human[64 + 5]["action_tokens"].tolist() == toks[64 + 5]
+    assert human[3]["action_tokens"].dtype == torch.long
+
+
+def test_feature_cache_gives_the_same_losses(tmp_path, act_dir):
+    assert trainer.run(_args(tmp_path / "a", act_dir, "loop.steps=6", "feature_cache=false")) == 0
+    assert trainer.run(_args(tmp_path / "b", act_dir, "loop.steps=6", "feature_cache=true")) == 0
+    ha = json.loads((latest_checkpoint(tmp_path / "a") / "state.json").read_text())["history"]
+    hb = json.loads((latest_checkpoint(tmp_path / "b") / "state.json").read_text())["history"]
+    for a, b in zip(ha, hb):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
+
+
+def test_missing_act_vae_is_named(tmp_path, capsys):
+    assert trainer.run(_args(tmp_path, tmp_path / "no_such_vae")) == 2
+    assert "no_such_vae" in capsys.readouterr().err
+
+
+def test_resume_after_kill_9_gives_the_same_next_losses(tmp_path, act_dir):
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "clap_train.cli", "train", "vd-vae", "--config", str(TINY), "--act-vae",
+           str(act_dir), "--synthetic", "3", "--run-dir", str(killed), "--no-progress", "--set", "loop.steps=100000",
+           "loop.save_every=4", "feature_cache=true"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 90
+        while latest_checkpoint(killed) is None:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "no checkpoint within 90 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    saved = int(json.loads((latest_checkpoint(killed) / "state.json").read_text())["step"])
+    stop = saved + 3
+    resumed = subprocess.run(cmd + ["--resume", "--stop-after", str(stop)], env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    ref = tmp_path / "ref"
+    i = cmd.index("--run-dir")
+    ref_run = subprocess.run([*cmd[: i + 1], str(ref), *cmd[i + 2 :], "--stop-after", str(stop)], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert ref_run.returncode == 0, ref_run.stderr[-2000:]
+    a = {h["step"]: h for h in json.loads((latest_checkpoint(killed) / "state.json").read_text())["history"]}
+    b = {h["step"]: h for h in json.loads((latest_checkpoint(ref) / "state.json").read_text())["history"]}
+    for s in range(saved + 1, stop + 1):
+        assert a[s]["loss"] == b[s]["loss"], (s, a[s]["loss"], b[s]["loss"])

@@ -1,0 +1,122 @@
+"""The Qwen3-VL backbone: tiny offline build, processor, 4B architecture copy, layer features."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+
+from clap_train.models.vlm import (
+    IMAGE_PAD, VLMConfig, VLMProcessor, arch_qwen3vl_config, build_tokenizer, build_vlm, prompt_features,
+    qwen3vl_4b_config_path,
+)
+
+TINY = dict(hidden_size=64, layers=3, heads=4, kv_heads=2, intermediate_size=128, vision_hidden=32,
+            vision_heads=2)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_vlm(VLMConfig(image_size=64, **TINY))
+
+
+def test_tokenizer_is_byte_level_and_offline():
+    tok = build_tokenizer()
+    text = "pick up the red cube, then place it — ok?"
+    ids = tok(text, add_special_tokens=False).input_ids
+    assert tok.decode(ids) == text
+    # special tokens are single ids, not split into bytes
+    assert len(tok(IMAGE_PAD + "<|im_end|>", add_special_tokens=False).input_ids) == 2
+
+
+@pytest.mark.parametrize("size,tokens", [(224, 49), (64, 4)])
+def test_visual_token_count(size, tokens):
+    _, proc = build_vlm(VLMConfig(image_size=size, **TINY))
+    pix = proc.images_to_pixels([np.zeros((size, size, 3), np.uint8)] * 2)
+    assert proc.tokens_per_image(pix["image_grid_thw"]) == [tokens, tokens]
+
+
+def test_processor_round_trip(tmp_path, tiny):
+    _, proc = tiny
+    proc.save_pretrained(tmp_path)
+    again = VLMProcessor.from_pretrained(tmp_path)
+    assert again.image_size == 64
+    text = "<|im_start|>user\nhello<|im_end|>"
+    assert again.tokenizer(text).input_ids == proc.tokenizer(text).input_ids
+    img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    a, b = proc.images_to_pixels([img]), again.images_to_pixels([img])
+    assert torch.equal(a["pixel_values"], b["pixel_values"])
+
+
+def test_processor_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="tokenizer_config.json"):
+        VLMProcessor.from_pretrained(tmp_path)
+
+
+def test_bad_config_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="image_size"):
+        VLMConfig(image_size=100)
+    with pytest.raises(ValueError, match="no such directory"):
+        VLMConfig(pretrained=str(tmp_path / "nope"))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"text_config": {}}))
+    with pytest.raises(ValueError, match="bad.json"):
+        arch_qwen3vl_config(bad, build_tokenizer())
+
+
+def test_4b_architecture_copy_has_4b_parameters():
+    path = qwen3vl_4b_config_path()
+    shared = pathlib.Path("/work/shared/configs/qwen3vl-4b-instruct.config.json")
+    if shared.is_file():  # the repository's copy is the public architecture, unchanged
+        assert json.loads(path.read_text()) == json.loads(shared.read_text())
+    from transformers import Qwen3VLForConditionalGeneration
+
+    cfg = arch_qwen3vl_config(path, build_tokenizer())
+    with torch.device("meta"):
+        model = Qwen3VLForConditionalGeneration(cfg)
+    n = sum(p.numel() for p in model.parameters())
+    assert 4.3e9 < n < 4.6e9, n
+    assert len(model.model.language_model.layers) == 36
+
+
+def test_truncated_features_equal_full_forward(tiny):
+    model, proc = tiny
+    model.eval()
+    pix = proc.images_to_pixels([np.full((64, 64, 3), 90, np.uint8)])
+    text = f"<|im_start|>user\n<|vision_start|>{IMAGE_PAD}<|vision_end|>pick<|im_end|>\n"
+    ids = proc.expand_image_tokens(proc.tokenizer(text).input_ids, proc.tokens_per_image(pix["image_grid_thw"]))
+    ids = torch.tensor([ids])
+    inputs = dict(input_ids=ids, attention_mask=torch.ones_like(ids),
+                  mm_token_type_ids=(ids == proc.image_token_id).int(), **pix)
+    with torch.no_grad():
+        full = model(**inputs, output_hidden_states=True).hidden_states
+        short = prompt_features(model, inputs, [0, 1], truncate=True)
+    # hidden_states[i + 1] is the output of decoder layer i (before the last norm)
+    assert torch.allclose(short[1], full[2], atol=1e-5)
+    assert len(model.model.language_model.layers) == 3  # restored after truncation
+    with pytest.raises(ValueError, match="feature layer 7"):
+        prompt_features(model, inputs, [7])
+
+
+def test_lora_adapters_train_alone_and_merge_without_changing_outputs():
+    from clap_train.models.vlm import add_lora, merge_lora
+
+    model, proc = build_vlm(VLMConfig(image_size=64, **TINY))
+    model.eval()
+    ids = torch.tensor([proc.tokenizer("move the arm left").input_ids])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    n = add_lora(model, rank=4, alpha=8)
+    assert 0 < n < sum(p.numel() for p in model.parameters()) / 4
+    assert all(("lora_" in name) == p.requires_grad for name, p in model.named_parameters())
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, before, atol=1e-5)  # B = 0 at the start
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+        adapted = model(input_ids=ids).logits
+        assert not torch.allclose(adapted, before, atol=1e-3)
+        assert merge_lora(model) == 3 * 7  # 3 layers x 7 projections
+        assert not any("lora" in name for name, _ in model.named_parameters())
+        assert torch.allclose(model(input_ids=ids).logits, adapted, atol=1e-4)
