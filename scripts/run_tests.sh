@@ -1,15 +1,13 @@
 #!/usr/bin/env bash
 # Run every test of the workspace (called by `make test` with scripts/env.sh sourced).
-# ROS tests talk over real DDS, confined to this machine and to a domain id of their own so
-# that two test runs on one machine do not hear each other.
+# ROS tests talk over real DDS, confined to this machine; conftest.py gives each test module a
+# domain id of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
-export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 200) + 1 ))}"
 export PYTHONUNBUFFERED=1
 export MPLBACKEND=Agg
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-echo "run_tests: ROS_DOMAIN_ID=$ROS_DOMAIN_ID"
 python -c 'import rclpy, clap_msgs.msg, clap_train' || {
   echo "run_tests: rclpy, clap_msgs or clap_train does not import: the workspace is not set up" >&2; exit 1; }
 exec python -m pytest -p no:cacheprovider --import-mode=importlib -ra --timeout=600 "$@" src test

@@ -66,6 +66,17 @@ def test_robot_samples_match_the_stored_frames(datasets):
     assert ds[n0]["episode_index"] == 1 and ds[n0]["frame_index"] == 0
 
 
+def test_actions_only_samples_skip_video_and_keep_the_same_values(datasets):
+    full = ClapDataset(datasets / "robot", image_size=16)
+    lean = ClapDataset(datasets / "robot", image_size=16, load_images=False)
+    lean._frame_image = None  # any video decoding would now fail loudly
+    for i in (0, 7, len(lean) - 1):
+        a, b = full[i], lean[i]
+        assert "images" not in b and "future_head" not in b
+        assert torch.equal(a["action"], b["action"]) and torch.equal(a["action_pad"], b["action_pad"])
+        assert torch.equal(a["state"], b["state"]) and a["image_mask"].tolist() == b["image_mask"].tolist()
+
+
 def test_images_and_future_head_are_the_right_frames(datasets):
     ds = ClapDataset(datasets / "robot", future_offset=8, image_size=32)
     head = decode_all(datasets / "robot/videos/observation.images.head/chunk-000/file-000.mp4")

@@ -75,6 +75,7 @@ class ClapDataset(Dataset):
         future_offset: int = 32,
         image_size: int = 224,
         max_open_videos: int = 24,
+        load_images: bool = True,
     ):
         if chunk_len < 1 or future_offset < 0 or image_size < 8:
             raise ValueError(
@@ -83,6 +84,9 @@ class ClapDataset(Dataset):
         self.root = pathlib.Path(root)
         self.chunk_len, self.future_offset, self.image_size = chunk_len, future_offset, image_size
         self.max_open_videos = max_open_videos
+        # False: samples carry no "images"/"future_head" (no video is decoded), for stages that
+        # read only actions (the Act-VAE).
+        self.load_images = load_images
         self.info = _read_json(self.root / "meta" / "info.json")
         if self.info.get("codebase_version") != "v3.0":
             raise DatasetError(
@@ -204,12 +208,16 @@ class ClapDataset(Dataset):
         images, mask = {}, []
         for cam in CAMERAS:
             key = self.camera_keys.get(cam)
-            images[cam] = self._frame_image(key, ep, t) if key else torch.zeros(3, S, S)
+            if self.load_images:
+                images[cam] = self._frame_image(key, ep, t) if key else torch.zeros(3, S, S)
             mask.append(key is not None)
         head_key = self.camera_keys.get("head")
-        future = (
-            self._frame_image(head_key, ep, min(t + self.future_offset, n - 1)) if head_key else torch.zeros(3, S, S)
-        )
+        future = None
+        if self.load_images:
+            future = (
+                self._frame_image(head_key, ep, min(t + self.future_offset, n - 1)) if head_key
+                else torch.zeros(3, S, S)
+            )
         H = self.chunk_len
         if self.is_robot:
             start = self._start[ep]
@@ -224,7 +232,7 @@ class ClapDataset(Dataset):
             action = np.zeros((H, dim), np.float32)
             state = np.zeros(dim, np.float32)
             pad = np.ones(H, dtype=bool)
-        return {
+        sample = {
             "images": images,
             "image_mask": torch.tensor(mask, dtype=torch.bool),
             "future_head": future,
@@ -237,6 +245,9 @@ class ClapDataset(Dataset):
             "episode_index": ep,
             "frame_index": t,
         }
+        if not self.load_images:
+            del sample["images"], sample["future_head"]
+        return sample
 
 
 class MixedDataset(Dataset):

@@ -89,7 +89,8 @@ def open_dataset(dataset: str | None, synthetic: int | None, chunk_len: int, fut
         raise FileNotFoundError(f"{root} is not a LeRobot dataset (no meta/info.json)")
     from clap_train.data.dataset import ClapDataset
 
-    ds = ClapDataset(root, chunk_len=chunk_len, future_offset=future_offset, image_size=image_size)
+    ds = ClapDataset(root, chunk_len=chunk_len, future_offset=future_offset, image_size=image_size,
+                     load_images=images)
     stats_path = root / "meta" / "stats.json"
     stats_out = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
     return ds, stats_out
