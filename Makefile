@@ -34,8 +34,17 @@ test: setup
 demo: setup
 	$(ENV) && python scripts/demo.py $(DEMO_ARGS)
 
+# Every benchmark, in dependency order (the VD-VAE agreement uses the Act-VAE the PSNR run trains).
+# The figures and the commands behind them are collected in bench/RESULTS.md. About 45 min on a
+# 2-core CPU, most of it the Act-VAE and VD-VAE training runs.
 bench: setup
-	$(ENV) && for b in bench/*.py; do echo "== $$b"; python "$$b" || exit 1; done
+	$(ENV) && set -e \
+	  && python bench/convert.py \
+	  && python bench/latency.py --repeats 30 \
+	  && python bench/node.py --seconds 15 \
+	  && python bench/sim_render.py \
+	  && python bench/act_vae_psnr.py \
+	  && python bench/vd_vae_agreement.py --act-vae bench/out/act_vae_rd/runs/nq16_k256/act_vae
 
 clean:
 	rm -rf build install log

@@ -3,9 +3,10 @@ Bring up the CLAP policy node on the Astribot robot and drive it to ACTIVE.
 
     ros2 launch clap_policy_ros astribot.launch.py model_dir:=/path/to/policy [mode:=ntp]
         [config:=/path/params.yaml] [namespace:=robot1] [use_sim_time:=true] [rviz:=true]
+        [device:=cuda]
 
-The node's parameters come from config/astribot.yaml (``config``); ``model_dir`` and ``mode``
-override it. The lifecycle node is configured at start-up and activated once configuring
+The node's parameters come from config/astribot.yaml (``config``); ``model_dir``, ``mode`` and
+``device`` override it. The lifecycle node is configured at start-up and activated once configuring
 succeeds (launch_ros lifecycle events), so no manual ``ros2 lifecycle set`` is needed.
 """
 
@@ -43,6 +44,8 @@ def generate_launch_description():
                                              description="start RViz with config/clap.rviz"),
         launch.actions.DeclareLaunchArgument("mode", default_value="rf",
                                              description="rf (flow head) or ntp"),
+        launch.actions.DeclareLaunchArgument("device", default_value="cpu",
+                                             description="torch device of the model (cpu, cuda)"),
     ]
 
     node = launch_ros.actions.LifecycleNode(
@@ -56,6 +59,7 @@ def generate_launch_description():
             {
                 "model_dir": lc("model_dir"),
                 "mode": lc("mode"),
+                "device": lc("device"),
                 "use_sim_time": launch.substitutions.PythonExpression(
                     ["'", lc("use_sim_time"), "'.lower() == 'true'"]),
             },

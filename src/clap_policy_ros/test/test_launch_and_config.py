@@ -44,7 +44,7 @@ def installed_share():
 def test_launch_declares_the_documented_arguments():
     tree = launch_tree()
     declared = {c.args[0].value for c in calls(tree, "DeclareLaunchArgument")}
-    assert declared == {"model_dir", "config", "namespace", "use_sim_time", "rviz", "mode"}
+    assert declared == {"model_dir", "config", "namespace", "use_sim_time", "rviz", "mode", "device"}
     used = {c.args[0].value for c in calls(tree, "LaunchConfiguration") if c.args} | {
         c.args[0].value for c in calls(tree, "lc") if c.args}
     assert used <= declared, used - declared
@@ -73,7 +73,7 @@ def test_launch_sets_only_declared_parameters():
     node = calls(launch_tree(), "LifecycleNode")[0]
     params = keyword(node, "parameters")
     keys = {k.value for d in params.elts if isinstance(d, ast.Dict) for k in d.keys}
-    assert keys == {"model_dir", "mode", "use_sim_time"}
+    assert keys == {"model_dir", "mode", "device", "use_sim_time"}
     assert keys <= NODE_PARAMS
 
 

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -70,25 +67,11 @@ def test_bad_inputs_are_named(tmp_path, capsys):
     assert "nowhere" in capsys.readouterr().err
 
 
-def test_resume_after_kill_9_gives_the_same_next_losses(tmp_path):
+def test_resume_after_kill_9_gives_the_same_next_losses(tmp_path, sigkill_after_checkpoint):
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "clap_train.cli", "train", "act-vae", "--config", str(TINY), "--synthetic", "4",
            "--run-dir", str(killed), "--no-progress", "--set", "loop.steps=100000", "loop.save_every=7"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 60
-        while latest_checkpoint(killed) is None:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.time() < deadline, "no checkpoint within 60 s"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    env = sigkill_after_checkpoint(cmd, killed, timeout=60)
     saved = int(json.loads((latest_checkpoint(killed) / "state.json").read_text())["step"])
     stop = saved + 4
     resumed = subprocess.run(cmd + ["--resume", "--stop-after", str(stop)], env=env, capture_output=True, text=True,

@@ -8,15 +8,6 @@ from clap_train.models.flow_head import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: one intra-op thread is faster, and fair to the other jobs on a 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small_head(**kw):
     cfg = dict(chunk_len=8, action_dim=3, state_dim=3, vlm_hidden=16, feature_layers=[0, 2], d_model=32, layers=2,
                heads=4, ffn_mult=2)

@@ -8,27 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from clap_train.models.act_vae import ActVAE, ActVAEConfig
 from clap_train.policy import ClapPolicy
 from clap_train.train import post
 from clap_train.train.checkpoint import latest_checkpoint
 
 CONFIG = pathlib.Path(__file__).resolve().parents[3] / "config" / "train" / "tiny" / "post.yaml"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def act_vae_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = ActVAEConfig(codebook_size=32, d_model=32, layers=1, decoder_layers=1, heads=4, ffn_mult=2, code_dim=8)
-    return ActVAE(cfg).save_pretrained(tmp_path_factory.mktemp("av") / "act_vae")
 
 
 def args(run_dir, act_vae_dir, s1, s2, stop_after=None, resume=False, extra=()):
@@ -127,12 +111,9 @@ def test_lora_stage_two_starts_at_the_reference_and_exports_plain_weights(tmp_pa
     assert policy.predict({"head": np.zeros((64, 64, 3), np.uint8)}, "go", mode="rf").actions.shape == (32, 14)
 
 
-def test_kill_9_in_stage_two_then_resume(tmp_path, act_vae_dir):
-    import os
-    import signal
+def test_kill_9_in_stage_two_then_resume(tmp_path, act_vae_dir, sigkill_after_checkpoint):
     import subprocess
     import sys
-    import time
 
     steps = 30
 
@@ -143,19 +124,8 @@ def test_kill_9_in_stage_two_then_resume(tmp_path, act_vae_dir):
             f"stage2.steps={steps}", "stage1.warmup_steps=0", "stage2.warmup_steps=0", "stage2.save_every=2",
             "synthetic_episode_len=40"]
 
-    env = dict(os.environ, OMP_NUM_THREADS="1")
     run = tmp_path / "killed"
-    proc = subprocess.Popen(argv(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = run / "stage2" / "checkpoints" / "latest"
-    deadline = time.monotonic() + 120
-    try:
-        while not (latest.is_file() and latest.read_text().strip() >= "step-00000004"):
-            assert proc.poll() is None, "training ended before it could be killed"
-            assert time.monotonic() < deadline, "no stage-2 checkpoint within 120 s"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
+    env = sigkill_after_checkpoint(argv(run), run / "stage2", timeout=120, min_step=4)
     killed_at = history(run / "stage2")[-1]["step"]
     assert killed_at < steps
     assert subprocess.run(argv(run) + ["--resume"], env=env, capture_output=True).returncode == 0

@@ -12,14 +12,6 @@ from clap_train.models.vlm import VLMConfig, build_vlm
 K, NQ = 32, 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(seed=0):
     model, proc = build_vlm(VLMConfig(image_size=64, hidden_size=64, layers=2, heads=4, kv_heads=2,
                                       intermediate_size=128, vision_hidden=32, vision_heads=2, seed=seed))

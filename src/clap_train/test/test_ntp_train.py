@@ -8,27 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from clap_train.models.act_vae import ActVAE, ActVAEConfig
 from clap_train.policy import ClapPolicy
 from clap_train.train import ntp as ntp_train
 from clap_train.train.checkpoint import latest_checkpoint
 
 CONFIG = pathlib.Path(__file__).resolve().parents[3] / "config" / "train" / "tiny" / "ntp.yaml"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def act_vae_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = ActVAEConfig(codebook_size=32, d_model=32, layers=1, decoder_layers=1, heads=4, ffn_mult=2, code_dim=8)
-    return ActVAE(cfg).save_pretrained(tmp_path_factory.mktemp("av") / "act_vae")
 
 
 def args(run_dir, act_vae_dir, steps, stop_after=None, resume=False, extra=()):

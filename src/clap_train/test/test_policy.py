@@ -20,14 +20,6 @@ SMALL = VLMConfig(image_size=64, hidden_size=64, layers=2, heads=4, kv_heads=2, 
                   vision_hidden=32, vision_heads=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def policy_dir(tmp_path_factory):
     return make_tiny_policy(tmp_path_factory.mktemp("p") / "policy", vlm=SMALL)

@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -179,26 +176,12 @@ def test_missing_act_vae_is_named(tmp_path, capsys):
     assert "no_such_vae" in capsys.readouterr().err
 
 
-def test_resume_after_kill_9_gives_the_same_next_losses(tmp_path, act_dir):
+def test_resume_after_kill_9_gives_the_same_next_losses(tmp_path, act_dir, sigkill_after_checkpoint):
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "clap_train.cli", "train", "vd-vae", "--config", str(TINY), "--act-vae",
            str(act_dir), "--synthetic", "3", "--run-dir", str(killed), "--no-progress", "--set", "loop.steps=100000",
            "loop.save_every=4", "feature_cache=true"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 90
-        while latest_checkpoint(killed) is None:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.time() < deadline, "no checkpoint within 90 s"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    env = sigkill_after_checkpoint(cmd, killed, timeout=90)
     saved = int(json.loads((latest_checkpoint(killed) / "state.json").read_text())["step"])
     stop = saved + 3
     resumed = subprocess.run(cmd + ["--resume", "--stop-after", str(stop)], env=env, capture_output=True, text=True,
