@@ -44,7 +44,8 @@ def installed_share():
 def test_launch_declares_the_documented_arguments():
     tree = launch_tree()
     declared = {c.args[0].value for c in calls(tree, "DeclareLaunchArgument")}
-    assert declared == {"model_dir", "config", "namespace", "use_sim_time", "rviz", "mode", "device"}
+    assert declared == {"model_dir", "config", "namespace", "use_sim_time", "rviz", "mode",
+                        "device"}
     used = {c.args[0].value for c in calls(tree, "LaunchConfiguration") if c.args} | {
         c.args[0].value for c in calls(tree, "lc") if c.args}
     assert used <= declared, used - declared

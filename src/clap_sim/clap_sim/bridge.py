@@ -110,6 +110,11 @@ class SimBridge(Node):
         self.sync_timeout = float(p("sync_timeout").value)
         self.lock = threading.RLock()
         self.paused = True
+        # An episode's end, checked in the tick itself (under the lock): the tick pauses the sim
+        # right after the step that reaches it, so an episode has exactly ``step_limit`` steps
+        # however late a polling thread (sim eval) notices.
+        self.step_limit: int | None = None
+        self.stop_on_success = False
         self.spec = None
         self.step_count = 0
         self.best_reward = 0
@@ -239,6 +244,9 @@ class SimBridge(Node):
             reward = int(self.task.reward(self.scene, self.spec))
             self.best_reward = max(self.best_reward, reward)
             self.log.reward.append(reward)
+            if ((self.step_limit is not None and self.step_count >= self.step_limit)
+                    or (self.stop_on_success and self.success)):
+                self.paused = True
             self._publish_observation()
             hooks = list(self.on_step)
         for hook in hooks:

@@ -319,11 +319,23 @@ def run_eval(args) -> dict:
             wall0 = time.monotonic()
             # Scripted episodes re-publish the first observation so the lock-step starts.
             with bridge.lock:
+                bridge.step_limit = max_steps  # the bridge pauses itself at the episode's end
+                bridge.stop_on_success = not args.no_early_stop
                 bridge.paused = False
                 if scripted:
                     bridge.republish()
+            # The episode's wall budget: its sim time at the requested speed, three times over,
+            # plus a minute (lock-step waits, a slow first inference on a busy machine).
+            deadline = wall0 + 3.0 * max_steps / (bridge.topics.rate_hz * args.real_time_factor) + 60.0
             while True:
                 time.sleep(0.02)
+                if not spinner.is_alive():
+                    raise EvalError(f"the ROS executor of the bridge stopped during episode {episode_id}")
+                if time.monotonic() > deadline:
+                    with bridge.lock:
+                        steps_done = bridge.step_count
+                    raise EvalError(f"episode {episode_id} made {steps_done} of {max_steps} steps in "
+                                    f"{time.monotonic() - wall0:.0f}s; the simulation is not advancing")
                 if proc is not None and proc.poll() is not None:
                     raise EvalError(f"the policy node exited (code {proc.returncode}) during episode {episode_id}; "
                                     f"see {out / 'policy_node.log'}:\n" + tail(out / "policy_node.log"))
@@ -331,6 +343,7 @@ def run_eval(args) -> dict:
                     done = bridge.step_count >= max_steps or (bridge.success and not args.no_early_stop)
                     if done:
                         bridge.paused = True
+                        bridge.step_limit = None
                         break
             evaluator.script = None
             wall = time.monotonic() - wall0
