@@ -44,6 +44,7 @@ bench: setup
 	  && python bench/node.py --seconds 15 \
 	  && python bench/sim_render.py \
 	  && python bench/act_vae_psnr.py \
+	  && python bench/act_vae_sim_psnr.py \
 	  && python bench/vd_vae_agreement.py --act-vae bench/out/act_vae_rd/runs/nq16_k256/act_vae
 
 clean:

@@ -15,6 +15,7 @@ import argparse
 import importlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         child = subprocess.Popen([path, *rest])
+        # A SIGTERM for `clap` (a timeout, a supervisor) must reach the ROS process too.
+        signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))
         try:
             return child.wait()
         except KeyboardInterrupt:
