@@ -12,7 +12,8 @@ LAUNCH = PKG.parents[1] / "launch" / "astribot.launch.py"
 
 @pytest.mark.linter
 def test_flake8():
-    rc, errors = main_with_errors(argv=["--linelength", "99", str(PKG / "clap_policy_ros"),
+    rc, errors = main_with_errors(argv=["--config", str(PKG / "test" / "flake8.ini"),
+                                        str(PKG / "clap_policy_ros"),
                                         str(PKG / "test"), str(LAUNCH), str(PKG / "setup.py")])
     assert rc == 0, "flake8 errors:\n" + "\n".join(errors)
 
