@@ -40,6 +40,14 @@ ROS_COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def run_module(module_name: str, prog: str, description: str, argv: list[str]) -> int:
+    """Import a command module, build its parser and run it (``add_arguments`` + ``run``)."""
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(argv)) or 0)
+
+
 def _ros_executable(package: str, executable: str) -> str | None:
     """Find a ROS package's executable through the ament index, without importing ROS."""
     for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
@@ -97,16 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown command {name!r}; choose from {', '.join([*COMMANDS, *ROS_COMMANDS])}")
     module_name, help_text = COMMANDS[name]
     try:
-        module = importlib.import_module(module_name)
+        return run_module(module_name, f"clap {name}", help_text, rest)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
             print(f"clap {name}: not available in this build ({module_name} is missing)", file=sys.stderr)
             return 2
         raise
-    sub = argparse.ArgumentParser(prog=f"clap {name}", description=help_text)
-    module.add_arguments(sub)
-    args = sub.parse_args(rest)
-    return int(module.run(args) or 0)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 
 EVALS: dict[str, tuple[str, str]] = {
     "rate-distortion": ("clap_train.eval.rate_distortion", "Act-VAE rate-distortion sweep (Table V, Eq. 8)"),
@@ -18,8 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from clap_train.cli import run_module
+
     module_name, help_text = EVALS[args.evaluation]
-    module = importlib.import_module(module_name)
-    sub = argparse.ArgumentParser(prog=f"clap eval {args.evaluation}", description=help_text)
-    module.add_arguments(sub)
-    return int(module.run(sub.parse_args(args.rest)) or 0)
+    return run_module(module_name, f"clap eval {args.evaluation}", help_text, args.rest)

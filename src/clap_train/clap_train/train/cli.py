@@ -7,7 +7,6 @@ only when its stage runs.
 from __future__ import annotations
 
 import argparse
-import importlib
 
 STAGES: dict[str, tuple[str, str]] = {
     "act-vae": ("clap_train.train.act_vae", "Act-VAE: the action codebook (Alg. 1)"),
@@ -23,8 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from clap_train.cli import run_module
+
     module_name, help_text = STAGES[args.stage]
-    module = importlib.import_module(module_name)
-    sub = argparse.ArgumentParser(prog=f"clap train {args.stage}", description=help_text)
-    module.add_arguments(sub)
-    return int(module.run(sub.parse_args(args.rest)) or 0)
+    return run_module(module_name, f"clap train {args.stage}", help_text, args.rest)
