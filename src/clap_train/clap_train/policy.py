@@ -40,6 +40,8 @@ from clap_train.models.vlm import VLMConfig, VLMProcessor, build_vlm, prompt_fea
 
 FORMAT = "clap-policy/1"
 ACTION_NAMES = [f"{arm}_{n}" for arm in ("left", "right") for n in ("x", "y", "z", "roll", "pitch", "yaw", "gripper")]
+# Largest |normalised action| a prediction may have (the data's q01/q99 map to -1/1).
+ACTION_LIMIT = 1.5
 
 
 @dataclasses.dataclass
@@ -252,6 +254,10 @@ class ClapPolicy:
                 gen = torch.Generator().manual_seed(int(seed))
                 s_in = st.to(self.device, self.dtype) if st is not None else None
                 chunk = self.flow_head.sample(ctx, pad, s_in, generator=gen, guide=guide)[0]
+        # Training actions are normalised to [-1, 1] by their q01/q99 (2 % of them lie a little beyond).
+        # Far outside that range the head extrapolates (undertrained or diverging flow): keep the chunk
+        # within the trained range plus a margin, so no output is many times the data's span.
+        chunk = chunk.clamp(-ACTION_LIMIT, ACTION_LIMIT)
         actions = self.normalizer.unnormalize("action", chunk.detach().float().cpu().numpy().astype(np.float64))
         if prev_chunk is not None and inference_delay > 0:
             d = min(inference_delay, len(prev_chunk), self.chunk_len)

@@ -171,3 +171,12 @@ def test_default_tiny_policy_reads_224_frames(tmp_path):
     frames = camera_frames(3, size=(480, 640))
     pred = policy.predict(frames, "put the block on the mat", state=np.zeros(14), mode="rf")
     assert pred.actions.shape == (32, 14) and np.all(np.isfinite(pred.actions))
+
+
+def test_predictions_stay_within_the_trained_action_range(policy_dir, monkeypatch):
+    policy = ClapPolicy.load(policy_dir, warmup=False)
+    monkeypatch.setattr(policy.flow_head, "sample", lambda *a, **k: torch.full((1, 32, 14), 50.0))
+    pred = policy.predict({"head": np.zeros((64, 64, 3), np.uint8)}, "go", mode="rf")
+    limit = policy.normalizer.unnormalize("action", np.full((1, 14), 1.5))[0]
+    pos = [0, 1, 2, 6, 7, 8, 9, 13]  # positions and grippers (Euler angles are re-wrapped)
+    np.testing.assert_allclose(pred.actions[:, pos], np.broadcast_to(limit[pos], (32, 8)), rtol=1e-5, atol=1e-5)
