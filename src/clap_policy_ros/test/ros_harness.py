@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import numpy as np
 import rclpy
 import yaml
 from clap_msgs.msg import ActionChunk, PolicyStatus, Subtask
+from clap_train.cli import find_ros_executable
 from geometry_msgs.msg import PoseStamped
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
@@ -43,11 +43,7 @@ TRANSITIONS = {"configure": Transition.TRANSITION_CONFIGURE,
 
 
 def policy_node_executable() -> str:
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        path = pathlib.Path(prefix) / "lib" / "clap_policy_ros" / "policy_node"
-        if path.exists():
-            return str(path)
-    found = shutil.which("policy_node")
+    found = find_ros_executable("clap_policy_ros", "policy_node")
     if not found:
         raise RuntimeError("policy_node is not installed: colcon build clap_policy_ros")
     return found

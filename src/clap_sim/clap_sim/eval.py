@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 import yaml
+from clap_train.cli import find_ros_executable
 from clap_train.io import atomic_path, atomic_write_text
 from geometry_msgs.msg import PoseStamped
 from rclpy.executors import MultiThreadedExecutor
@@ -78,11 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def policy_node_executable() -> str:
     """clap_policy_ros' policy_node, through the ament index (or PATH)."""
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        candidate = Path(prefix) / "lib" / "clap_policy_ros" / "policy_node"
-        if prefix and os.access(candidate, os.X_OK):
-            return str(candidate)
-    found = shutil.which("policy_node")
+    found = find_ros_executable("clap_policy_ros", "policy_node")
     if found is None:
         raise EvalError("clap_policy_ros' policy_node executable was not found; build the workspace and "
                         "source scripts/env.sh (or your ROS workspace's setup)")

@@ -48,7 +48,7 @@ def run_module(module_name: str, prog: str, description: str, argv: list[str]) -
     return int(module.run(parser.parse_args(argv)) or 0)
 
 
-def _ros_executable(package: str, executable: str) -> str | None:
+def find_ros_executable(package: str, executable: str) -> str | None:
     """Find a ROS package's executable through the ament index, without importing ROS."""
     for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
         if not prefix:
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     if name in ROS_COMMANDS:
         package, executable, _ = ROS_COMMANDS[name]
-        path = _ros_executable(package, executable)
+        path = find_ros_executable(package, executable)
         if path is None:
             print(
                 f"clap {name}: needs the ROS package {package} (executable {executable}); "
