@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-# Prediction and NAMES mirror clap_train.policy on purpose: importing that module loads torch and
-# transformers into the test process, whose camera thread then misses its 30 Hz (stale-camera holds).
+# Prediction and NAMES mirror clap_train.policy on purpose: importing that module loads torch
+# and transformers into the test process, whose camera thread then misses its 30 Hz.
 NAMES = [f"{arm}_{s}" for arm in ("left", "right")
          for s in ("x", "y", "z", "roll", "pitch", "yaw", "gripper")]
 
