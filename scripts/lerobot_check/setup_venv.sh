@@ -11,7 +11,8 @@
 set -euo pipefail
 VENV="${CLAP_LEROBOT_VENV:-$HOME/.cache/clap/venv-lerobot}"
 STAMP="$VENV/.clap-lerobot-ready"
-if [[ ! -f "$STAMP" ]]; then
+INSTALLED="$VENV/.clap-lerobot-installed"
+if [[ ! -f "$INSTALLED" ]]; then
   mkdir -p "$(dirname "$VENV")"
   python3.11 -m venv "$VENV"
   PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
@@ -20,18 +21,28 @@ if [[ ! -f "$STAMP" ]]; then
   "${PIP[@]}" "torch==2.13.0" "datasets==4.8.5" "huggingface-hub==0.35.3" accelerate "av==15.1.0" pillow \
     "torchcodec==0.13.0" pyarrow pandas jsonlines packaging "draccus==0.10.0" einops termcolor imageio \
     deepdiff pyyaml 2>&1 | grep -v -E 'is ignored|requires|incompatible' || true
-  "$VENV/bin/python" -c "import torch, datasets, torchcodec, av, pandas; assert torch.__version__.startswith('2.13.0')"
-  touch "$STAMP"
+  touch "$INSTALLED"
 fi
 # torchcodec dlopens FFmpeg by its plain sonames; PyAV's wheel carries FFmpeg 7 under hashed
-# names. Link the plain names to them (LD_LIBRARY_PATH is set by the check).
+# names. Link the plain names to them, and every other library of the wheel under its own name
+# (FFmpeg's libraries find their dependencies, e.g. libdrm-<hash>, through $ORIGIN, which is
+# the folder of the link). LD_LIBRARY_PATH is set to this folder by the check. Cheap: redone
+# on every call, so a folder from an older version of this script is replaced.
 LIBS="$VENV/ffmpeg-libs"
-if [[ ! -d "$LIBS" ]]; then
-  mkdir -p "$LIBS.tmp"
-  for f in "$VENV"/lib/python3.11/site-packages/av.libs/lib{avcodec,avdevice,avfilter,avformat,avutil,swresample,swscale}-*.so.*; do
-    base="$(basename "$f")"; name="${base%%-*}"; rest="${base#*.so.}"; major="${rest%%.*}"
-    ln -sf "$f" "$LIBS.tmp/$name.so.$major"
-  done
-  mv "$LIBS.tmp" "$LIBS"
+AVLIBS="$VENV/lib/python3.11/site-packages/av.libs"
+rm -rf "$LIBS.tmp" && mkdir -p "$LIBS.tmp"
+for f in "$AVLIBS"/*.so*; do
+  ln -sf "$f" "$LIBS.tmp/$(basename "$f")"
+done
+for f in "$AVLIBS"/lib{avcodec,avdevice,avfilter,avformat,avutil,swresample,swscale}-*.so.*; do
+  base="$(basename "$f")"; name="${base%%-*}"; rest="${base#*.so.}"; major="${rest%%.*}"
+  ln -sf "$f" "$LIBS.tmp/$name.so.$major"
+done
+rm -rf "$LIBS" && mv "$LIBS.tmp" "$LIBS"
+# The check runs after the links exist: torchcodec loads FFmpeg when it is imported.
+if [[ ! -f "$STAMP" ]]; then
+  LD_LIBRARY_PATH="$LIBS" "$VENV/bin/python" -c \
+    "import torch, datasets, torchcodec, av, pandas; assert torch.__version__.startswith('2.13.0')"
+  touch "$STAMP"
 fi
 echo "$VENV"
