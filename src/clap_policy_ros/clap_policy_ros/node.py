@@ -43,7 +43,7 @@ from nav_msgs.msg import Path
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -52,11 +52,17 @@ from visualization_msgs.msg import MarkerArray
 
 from .chunk_executor import EXECUTOR_MODES, ChunkExecutor, DelayEstimator, ExecutorConfig
 from .conversions import ImageEncodingError, image_msg_to_rgb, pose_to_vector
+from .executors import MultiThreadedExecutor
 from .safety import ARM_OFFSETS, SafetyFilter, SafetyLimits
 from .synchronizer import FreshestSetSynchronizer
 from .visualization import chunk_markers, chunk_paths, pose_stamped
 
 NODE_NAME = "clap_policy"
+# One thread per callback group that can be busy at once (default group: lifecycle and
+# parameter services; services; cameras; other inputs; control; status; and the action's
+# reentrant group, one running goal plus goal/cancel requests), plus one, so that the control
+# timer never waits for a thread.
+EXECUTOR_THREADS = 9
 
 # name -> (default, read_only, description). Defaults that come from the contract are None.
 PARAMETERS: dict[str, tuple[object, bool, str]] = {
@@ -161,17 +167,19 @@ class PolicyNode(LifecycleNode):
         self._log_times: dict[str, float] = {}
         self._goal_lock = threading.Lock()
         self._active_goal = None
-        group = ReentrantCallbackGroup()
+        services = MutuallyExclusiveCallbackGroup()  # short callbacks
         self.create_service(SetInstruction, "~/set_instruction", self._on_set_instruction,
-                            callback_group=group)
+                            callback_group=services)
         self.create_service(StartEpisode, "~/start_episode", self._on_start_episode,
-                            callback_group=group)
+                            callback_group=services)
         self.create_service(EndEpisode, "~/end_episode", self._on_end_episode,
-                            callback_group=group)
+                            callback_group=services)
+        # Reentrant: a goal's execute callback runs (and holds a thread) until the goal ends,
+        # while cancel requests and new goals must still be answered.
         self._action_server = ActionServer(
             self, ExecuteTask, "~/execute_task", self._execute_task,
             goal_callback=self._on_goal, cancel_callback=lambda _: CancelResponse.ACCEPT,
-            callback_group=group)
+            callback_group=ReentrantCallbackGroup())
         from .episode_log import EpisodeLog
         self._episode_log = EpisodeLog(os.path.expanduser(self.get_parameter("episode_log").value))
 
@@ -272,25 +280,27 @@ class PolicyNode(LifecycleNode):
         sub_topic = contract.subtask.topic if contract.subtask else "/clap/subtask"
         pub["subtask"] = self.create_publisher(Subtask, sub_topic, reliable)
         self._entities = list(pub.values())
-        sensors = MutuallyExclusiveCallbackGroup()
+        # Cameras in one group, the other inputs in another: rclpy serves the ready members of a
+        # group in creation order, so 90 camera messages a second must not make state wait.
+        cameras, inputs = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
         cls_img = Image if msg_type.endswith("/Image") else CompressedImage
         for name, topic in self.camera_topics.items():
             self._entities.append(self.create_subscription(
                 cls_img, topic, lambda m, n=name, t=topic: self._on_image(n, t, m),
-                qos_profile_sensor_data, callback_group=sensors))
+                qos_profile_sensor_data, callback_group=cameras))
         if self._p("use_state"):
             for arm in contract.state.arms:
                 self._entities.append(self.create_subscription(
                     PoseStamped, arm.pose.topic,
                     lambda m, a=arm.name: self._state.__setitem__(f"{a}_pose", m),
-                    qos_profile_sensor_data, callback_group=sensors))
+                    qos_profile_sensor_data, callback_group=inputs))
                 self._entities.append(self.create_subscription(
                     Float64, arm.gripper.topic,
                     lambda m, a=arm.name: self._state.__setitem__(f"{a}_gripper", m.data),
-                    qos_profile_sensor_data, callback_group=sensors))
+                    qos_profile_sensor_data, callback_group=inputs))
         self._entities.append(self.create_subscription(
             String, contract.instruction.topic, self._on_instruction_topic, reliable,
-            callback_group=sensors))
+            callback_group=inputs))
         self._control_timer = self.create_timer(self.dt, self._on_control,
                                                 callback_group=MutuallyExclusiveCallbackGroup())
         self._status_timer = self.create_timer(1.0 / float(self._p("status_rate_hz")),
@@ -708,7 +718,7 @@ def main(args=None):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: dump thread stacks
     node = PolicyNode()
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
     if node.get_parameter("autostart").value:
         if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:

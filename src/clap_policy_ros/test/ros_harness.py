@@ -25,7 +25,7 @@ from clap_train.cli import find_ros_executable
 from geometry_msgs.msg import PoseStamped
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-from rclpy.executors import MultiThreadedExecutor
+from clap_policy_ros.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -173,6 +173,19 @@ class Checker(Node):
                 return value
             time.sleep(0.02)
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    def stamped_after(self, topic: str, wall_time: float, count: int, timeout: float = 15.0):
+        """Wait for ``count`` messages on ``topic`` that the node stamped after ``wall_time``.
+
+        Conditions are checked on the node's own header stamps, never on a fixed window of
+        arrival times: on a loaded machine delivery comes in bursts, and a test that counts
+        what arrived within 1 s tests the machine, not the node."""
+        def enough():
+            got = [m for _, m in self.messages(topic)
+                   if m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 > wall_time]
+            return got if len(got) >= count else None
+        return self.wait_for(enough, timeout, what=f"{count} messages on {topic} stamped after "
+                                                   f"{wall_time:.3f}")
 
     def close(self):
         self._stop = True

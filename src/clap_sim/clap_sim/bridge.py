@@ -8,9 +8,11 @@ Node ``clap_sim_bridge`` steps the ALOHA end-effector scene at the contract rate
 ``PoseStamped`` targets and ``Float64`` gripper commands it receives (latest value wins).
 
 At tick k the bridge applies the latest commands, advances the physics one period, and then
-publishes the observation at the new sim time. Poses are in the contract frame (``base_link`` =
-the simulator's world frame); a target in another frame, or one that is not finite, is refused
-with a warning that names the topic, and the previous target is kept.
+publishes the observation at the new sim time. Command callbacks only store the newest command
+per arm (never waiting for a tick), so a long render cannot back commands up. Poses are in the
+contract frame (``base_link`` = the simulator's world frame); a target in another frame, or one
+that is not finite, is refused with a warning that names the topic, and the previous target is
+kept.
 
 ``~/reset`` (std_srvs/Trigger) restarts the episode with the ``seed`` parameter and publishes
 its instruction on the contract's instruction topic; the response message is JSON
@@ -32,9 +34,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import rclpy
+from clap_policy_ros.executors import MultiThreadedExecutor
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -58,6 +62,13 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "sync_commands": (False, "step only once a command stamped with the last observation arrived"),
     "sync_timeout": (0.5, "longest wall-time wait for that command (s)"),
 }
+
+
+# Threads for an executor that spins a SimBridge: its four callback groups (tick, commands,
+# ~/reset, the default group's parameter services) plus one. rclpy's MultiThreadedExecutor must
+# never have every thread busy: it then re-submits the queued callbacks on every spin, a busy
+# loop that holds the GIL and slowed the tick from 47 to under 1 per second.
+EXECUTOR_THREADS = 5
 
 
 def stamp_ns(stamp) -> int:
@@ -122,11 +133,22 @@ class SimBridge(Node):
         self.log = StepLog()
         self.record_frames = False
         self._last_cmd_ns = 0
+        # (arm, "pose" | "gripper") -> (value, topic): the newest command, applied at the next
+        # tick. Guarded by its own lock, held only to store or take commands.
+        self._cmd_lock = threading.Lock()
+        self._pending: dict[tuple[str, str], tuple] = {}
         self._wait_since: float | None = None
         self._obs_wall: dict[int, float] = {}
         self._warned: dict[str, float] = {}
         self.on_step: list = []  # callables(bridge) after each published observation
 
+        # The tick (rendering can take longer than a period) has a callback group of its own,
+        # the short command callbacks another, ~/reset a third; the scene is guarded by
+        # ``self.lock``. With the tick in one group with everything else, a late tick kept
+        # targets and ~/reset unanswered for tens of seconds. ``EXECUTOR_THREADS`` leaves a
+        # thread free beyond these groups and the node's default one (parameter services).
+        self._tick_group = MutuallyExclusiveCallbackGroup()
+        command_group = MutuallyExclusiveCallbackGroup()
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -141,14 +163,16 @@ class SimBridge(Node):
         for arm in ARMS:
             cmd = self.topics.command[arm]
             self.create_subscription(PoseStamped, cmd.pose, lambda m, a=arm, t=cmd.pose: self._on_target(a, t, m),
-                                     reliable)
+                                     reliable, callback_group=command_group)
             self.create_subscription(Float64, cmd.gripper,
-                                     lambda m, a=arm, t=cmd.gripper: self._on_gripper(a, t, m), reliable)
-        self.create_service(Trigger, "~/reset", self._on_reset)
+                                     lambda m, a=arm, t=cmd.gripper: self._on_gripper(a, t, m), reliable,
+                                     callback_group=command_group)
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=MutuallyExclusiveCallbackGroup())
         rtf = float(p("real_time_factor").value)
         if rtf <= 0:
             raise ValueError(f"real_time_factor must be > 0, got {rtf}")
-        self.timer = self.create_timer(1.0 / (self.topics.rate_hz * rtf), self._on_tick)
+        self.timer = self.create_timer(1.0 / (self.topics.rate_hz * rtf), self._on_tick,
+                                       callback_group=self._tick_group)
         if bool(p("autostart").value):
             self.reset(int(p("seed").value))
             self.paused = False
@@ -166,24 +190,32 @@ class SimBridge(Node):
                               f"takes targets in {self.topics.frame_id!r}")
             return
         o, q = msg.pose.position, msg.pose.orientation
-        with self.lock:
-            try:
-                self.scene.set_arm_target(arm, [o.x, o.y, o.z], [q.w, q.x, q.y, q.z])
-            except ValueError as exc:
-                self._warn(topic, f"{topic}: target refused, previous target kept: {exc}")
-                return
-            t = stamp_ns(msg.header.stamp)
+        pose = (np.array([o.x, o.y, o.z]), np.array([q.w, q.x, q.y, q.z]))
+        t = stamp_ns(msg.header.stamp)
+        sent = self._obs_wall.get(t)
+        with self._cmd_lock:
+            self._pending[(arm, "pose")] = (pose, topic)
             self._last_cmd_ns = max(self._last_cmd_ns, t)
-            sent = self._obs_wall.get(t)
             if sent is not None and arm == "right":
                 self.log.command_latency.append(time.monotonic() - sent)
 
     def _on_gripper(self, arm: str, topic: str, msg: Float64) -> None:
-        with self.lock:
+        with self._cmd_lock:
+            self._pending[(arm, "gripper")] = (float(msg.data), topic)
+
+    def _apply_commands(self) -> None:
+        """Apply the newest command of each arm to the scene (with ``self.lock`` held)."""
+        with self._cmd_lock:
+            pending, self._pending = self._pending, {}
+        for (arm, kind), (value, topic) in pending.items():
             try:
-                self.scene.set_gripper(arm, msg.data)
+                if kind == "pose":
+                    self.scene.set_arm_target(arm, *value)
+                else:
+                    self.scene.set_gripper(arm, value)
             except ValueError as exc:
-                self._warn(topic, f"{topic}: gripper command refused, previous command kept: {exc}")
+                what = "target" if kind == "pose" else "gripper command"
+                self._warn(topic, f"{topic}: {what} refused, previous {what} kept: {exc}")
 
     # ---------------------------------------------------------------- episode
     def reset(self, seed: int, record_frames: bool = False) -> str:
@@ -195,7 +227,9 @@ class SimBridge(Node):
             self.log = StepLog()
             self.record_frames = record_frames
             self._obs_wall.clear()
-            self._last_cmd_ns = 0
+            with self._cmd_lock:  # commands meant for the previous episode
+                self._pending.clear()
+                self._last_cmd_ns = 0
             self._wait_since = None
             self.pub_instruction.publish(String(data=self.spec.instruction))
             self._publish_observation()
@@ -237,6 +271,7 @@ class SimBridge(Node):
                 self._warn("sync", f"no command for sim time {self.clock_ns * 1e-9:.3f}s within "
                                    f"{self.sync_timeout}s; stepping with the previous targets")
             self._wait_since = None
+            self._apply_commands()
             self.log.target.append(self.target_vector())
             self.scene.step()
             self.clock_ns += self.period_ns
@@ -307,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     node = None
     try:
         node = SimBridge()
-        executor = MultiThreadedExecutor(num_threads=2)
+        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
         executor.add_node(node)
         node.get_logger().info(f"sim bridge: task {node.task.name}, seed {node.spec.seed if node.spec else '-'}, "
                                f"{node.topics.rate_hz:g} Hz")

@@ -38,13 +38,13 @@ import yaml
 from clap_train.cli import find_ros_executable
 from clap_train.io import atomic_path, atomic_write_text
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import MultiThreadedExecutor
+from clap_policy_ros.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64
 from tqdm import tqdm
 
-from .bridge import SimBridge, stamp_ns
+from .bridge import EXECUTOR_THREADS, SimBridge, stamp_ns
 from .human_videos import write_mp4
 from .scene import ARMS
 from .scripted import scripted_trajectory
@@ -282,7 +282,7 @@ def run_eval(args) -> dict:
             "publish_cameras": not scripted, "autostart": False, "sync_commands": scripted,
             "contract_file": str(args.contract.resolve()) if args.contract else ""})
         evaluator = EvalNode(bridge)
-        executor = MultiThreadedExecutor(num_threads=3)
+        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS + 1)  # + the eval node's group
         executor.add_node(bridge)
         executor.add_node(evaluator)
         spinner = threading.Thread(target=executor.spin, daemon=True)

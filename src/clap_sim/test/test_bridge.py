@@ -45,9 +45,6 @@ def bridge_process():
     print(out)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect (issue 7 left open): on some runs the bridge process, busy rendering on its timer, "
-    "answers the parameter service late (> 10 s); passes on other runs"))
 def test_pose_target_round_trips_through_the_scene(bridge_process):
     rclpy.init()
     node = rclpy.create_node("bridge_round_trip_test")

@@ -18,10 +18,6 @@ def sim_eval(*args, timeout=240):
     return proc
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect (issue 7 left open): the lock-step bridge and the scripted policy share one process; "
-    "on some runs the bridge's rendering timer starves the policy's DDS callbacks and the episode stalls "
-    "('no command for sim time ... within 0.5s'); passes on other runs"))
 def test_scripted_policy_scores_100_percent_on_transfer_cube(tmp_path):
     proc = sim_eval("--task", "transfer_cube", "--episodes", "2", "--policy", "scripted", "--out", str(tmp_path),
                     "--real-time-factor", "4", "--image-size", "96")
