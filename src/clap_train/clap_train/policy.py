@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from clap_train.config import from_dict, to_dict
+from clap_train.cpus import limit_torch_threads
 from clap_train.data.images import resize_rgb
 from clap_train.data.normalize import Normalizer
 from clap_train.data.rotations import unwrap_vector_euler, wrap_vector_euler
@@ -150,6 +151,8 @@ class ClapPolicy:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{meta_file}: not valid JSON: {exc}") from exc
         dev = torch.device(device)
+        if dev.type == "cpu":
+            limit_torch_threads(torch)  # a CPU quota smaller than the host (containers, CI)
         tdtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if dev.type == "cuda" else torch.float32)
         processor = VLMProcessor.from_pretrained(path / "vlm", meta.image_size)
         vlm = Qwen3VLForConditionalGeneration.from_pretrained(str(path / "vlm"), local_files_only=True, dtype=tdtype)
