@@ -27,7 +27,8 @@ def test_saturated_pool_submits_each_callback_once_and_all_timers_run():
         time.sleep(0.02)  # longer than the 10 ms period: the timer is ready again at once
 
     for k in range(3):
-        node.create_timer(0.01, lambda k=k: slow(k), callback_group=MutuallyExclusiveCallbackGroup())
+        node.create_timer(0.01, lambda k=k: slow(k),
+                          callback_group=MutuallyExclusiveCallbackGroup())
     executor = MultiThreadedExecutor(num_threads=2, context=context)
     executor.add_node(node)
     submitted = []

@@ -18,7 +18,7 @@ CGROUP_ROOT = pathlib.Path("/sys/fs/cgroup")
 
 
 def _quota_cpus(root: pathlib.Path = CGROUP_ROOT) -> float | None:
-    """CPUs allowed by this process's cgroup quota, or None when there is none (or no cgroup)."""
+    """Return the CPUs this process's cgroup quota allows, or None (no quota, no cgroup)."""
     try:
         v2 = (root / "cpu.max").read_text().split()
         if v2 and v2[0] != "max":
@@ -50,7 +50,8 @@ def available_cpus(root: pathlib.Path = CGROUP_ROOT) -> int:
 def limit_torch_threads(torch_module=None) -> int:
     """Lower torch's intra-op thread count to ``available_cpus()`` if it is higher; return it.
 
-    Never raises it, and leaves it alone when the user chose it (``OMP_NUM_THREADS`` set)."""
+    Never raises it, and leaves it alone when the user chose it (``OMP_NUM_THREADS`` set).
+    """
     if torch_module is None:
         import torch as torch_module
     current = torch_module.get_num_threads()
