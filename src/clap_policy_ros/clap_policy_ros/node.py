@@ -43,7 +43,8 @@ from nav_msgs.msg import Path
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -59,10 +60,10 @@ from .visualization import chunk_markers, chunk_paths, pose_stamped
 
 NODE_NAME = "clap_policy"
 # One thread per callback group that can be busy at once (default group: lifecycle and
-# parameter services; services; cameras; other inputs; control; status; and the action's
-# reentrant group, one running goal plus goal/cancel requests), plus one, so that the control
-# timer never waits for a thread.
-EXECUTOR_THREADS = 9
+# parameter services; services; state and instruction inputs; control; status; and the
+# action's reentrant group, one running goal plus goal/cancel requests), plus one, so that the
+# control timer never waits for a thread. The cameras have an executor of their own.
+EXECUTOR_THREADS = 8
 
 # name -> (default, read_only, description). Defaults that come from the contract are None.
 PARAMETERS: dict[str, tuple[object, bool, str]] = {
@@ -103,6 +104,11 @@ LIVE_CHECKS = {
     "max_age": lambda v: v > 0,
     "ensemble_m": lambda v: v >= 0,
 }
+
+
+def _type_name(cls) -> str:
+    """Return the ROS type name of a message class, e.g. sensor_msgs/msg/Image."""
+    return f"{cls.__module__.split('.')[0]}/msg/{cls.__name__}"
 
 
 def to_duration(seconds: float) -> Duration:
@@ -148,6 +154,10 @@ class PolicyNode(LifecycleNode):
         self._lifecycle_label = "unconfigured"
         self.policy = None
         self._entities: list = []
+        self._camera_node = self._camera_executor = self._camera_thread = None
+        self._inputs: list[tuple[str, str, bool]] = []
+        self._input_problems: dict[str, str] = {}
+        self._status_calls = 0
         self._pubs: dict = {}
         self._sync: FreshestSetSynchronizer | None = None
         self._exec: ChunkExecutor | None = None
@@ -269,44 +279,110 @@ class PolicyNode(LifecycleNode):
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         pub = self._pubs
         for arm in contract.action.arms:
-            pub[f"{arm.name}_pose"] = self.create_publisher(PoseStamped, arm.pose.topic, reliable)
-            pub[f"{arm.name}_gripper"] = self.create_publisher(Float64, arm.gripper.topic,
-                                                               reliable)
-            pub[f"{arm.name}_path"] = self.create_publisher(Path, f"/clap/{arm.name}_arm/path",
-                                                            reliable)
-        pub["chunk"] = self.create_publisher(ActionChunk, "/clap/action_chunk", reliable)
-        pub["status"] = self.create_publisher(PolicyStatus, "/clap/status", reliable)
-        pub["markers"] = self.create_publisher(MarkerArray, "/clap/markers", reliable)
+            pub[f"{arm.name}_pose"] = self._publisher(PoseStamped, arm.pose.topic, reliable)
+            pub[f"{arm.name}_gripper"] = self._publisher(Float64, arm.gripper.topic, reliable)
+            pub[f"{arm.name}_path"] = self._publisher(Path, f"/clap/{arm.name}_arm/path", reliable)
+        pub["chunk"] = self._publisher(ActionChunk, "/clap/action_chunk", reliable)
+        pub["status"] = self._publisher(PolicyStatus, "/clap/status", reliable)
+        pub["markers"] = self._publisher(MarkerArray, "/clap/markers", reliable)
         sub_topic = contract.subtask.topic if contract.subtask else "/clap/subtask"
-        pub["subtask"] = self.create_publisher(Subtask, sub_topic, reliable)
+        pub["subtask"] = self._publisher(Subtask, sub_topic, reliable)
         self._entities = list(pub.values())
-        # Cameras in one group, the other inputs in another: rclpy serves the ready members of a
-        # group in creation order, so 90 camera messages a second must not make state wait.
-        cameras, inputs = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
-        cls_img = Image if msg_type.endswith("/Image") else CompressedImage
-        for name, topic in self.camera_topics.items():
-            self._entities.append(self.create_subscription(
-                cls_img, topic, lambda m, n=name, t=topic: self._on_image(n, t, m),
-                qos_profile_sensor_data, callback_group=cameras))
+        self._inputs = []  # (topic, message type name, reliable) for _check_inputs
+        self._start_cameras(Image if msg_type.endswith("/Image") else CompressedImage)
+        inputs = MutuallyExclusiveCallbackGroup()  # state and instruction
         if self._p("use_state"):
             for arm in contract.state.arms:
-                self._entities.append(self.create_subscription(
-                    PoseStamped, arm.pose.topic,
-                    lambda m, a=arm.name: self._state.__setitem__(f"{a}_pose", m),
-                    qos_profile_sensor_data, callback_group=inputs))
-                self._entities.append(self.create_subscription(
+                self._subscription(PoseStamped, arm.pose.topic,
+                                   lambda m, a=arm.name: self._state.__setitem__(f"{a}_pose", m),
+                                   qos_profile_sensor_data, inputs)
+                self._subscription(
                     Float64, arm.gripper.topic,
                     lambda m, a=arm.name: self._state.__setitem__(f"{a}_gripper", m.data),
-                    qos_profile_sensor_data, callback_group=inputs))
-        self._entities.append(self.create_subscription(
-            String, contract.instruction.topic, self._on_instruction_topic, reliable,
-            callback_group=inputs))
+                    qos_profile_sensor_data, inputs)
+        self._subscription(String, contract.instruction.topic, self._on_instruction_topic,
+                           reliable, inputs)
         self._control_timer = self.create_timer(self.dt, self._on_control,
                                                 callback_group=MutuallyExclusiveCallbackGroup())
         self._status_timer = self.create_timer(1.0 / float(self._p("status_rate_hz")),
                                                self._on_status,
                                                callback_group=MutuallyExclusiveCallbackGroup())
         self._entities += [self._control_timer, self._status_timer]
+
+    # rclpy gives every publisher and subscription default QoS-event handlers, each one more
+    # waitable that its Python executor walks on every wake-up (39 of them here: 0.4 ms added to
+    # each camera's way to the model). The node goes without them; _check_inputs reports the
+    # mismatches they would have (wrong message type, best-effort publisher on a reliable input).
+    def _publisher(self, cls, topic, qos):
+        return self.create_publisher(
+            cls, topic, qos, event_callbacks=PublisherEventCallbacks(use_default_callbacks=False))
+
+    def _subscription(self, cls, topic, callback, qos, group):
+        reliable = qos.reliability == ReliabilityPolicy.RELIABLE
+        self._inputs.append((topic, _type_name(cls), reliable))
+        self._entities.append(self.create_subscription(
+            cls, topic, callback, qos, callback_group=group,
+            event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False)))
+
+    def _start_cameras(self, cls_img) -> None:
+        """
+        Subscribe to the cameras on a node of their own, spun by its own thread.
+
+        The camera messages are the node's hot path (90 a second, each one on the way to the
+        model): a SingleThreadedExecutor over just these three subscriptions takes and converts
+        each one as it arrives, without a walk over the main node's entities or a hop to its
+        thread pool. The node ``<name>_cameras`` appears in the ROS graph beside this one.
+        """
+        self._camera_node = rclpy.create_node(
+            f"{self.get_name()}_cameras", namespace=self.get_namespace(), context=self.context,
+            start_parameter_services=False, enable_rosout=False)
+        for name, topic in self.camera_topics.items():
+            self._inputs.append((topic, _type_name(cls_img), False))
+            self._camera_node.create_subscription(
+                cls_img, topic, lambda m, n=name, t=topic: self._on_image(n, t, m),
+                qos_profile_sensor_data,
+                event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
+        self._camera_executor = SingleThreadedExecutor(context=self.context)
+        self._camera_executor.add_node(self._camera_node)
+        self._camera_thread = threading.Thread(target=self._spin_cameras, name="clap_cameras",
+                                               daemon=True)
+        self._camera_thread.start()
+
+    def _spin_cameras(self) -> None:
+        try:
+            self._camera_executor.spin()
+        except (ExternalShutdownException, RuntimeError):
+            pass  # the context shut down under it
+
+    def _stop_cameras(self) -> None:
+        executor, node = self._camera_executor, self._camera_node
+        self._camera_executor = self._camera_node = None
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
+            self._camera_thread.join(timeout=2.0)
+        if node is not None:
+            node.destroy_node()
+
+    def destroy_node(self):
+        self._stop_cameras()
+        return super().destroy_node()
+
+    def _check_inputs(self) -> None:
+        """Find publishers on the input topics that the node cannot hear; log and keep them."""
+        problems = {}
+        for topic, type_name, reliable in self._inputs:
+            for info in self.get_publishers_info_by_topic(topic):
+                who = f"{info.node_namespace.rstrip('/')}/{info.node_name}"
+                if info.topic_type != type_name:
+                    problems[topic] = (f"publisher {who} sends {info.topic_type}, this node "
+                                       f"subscribes with {type_name}")
+                elif reliable and info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT:
+                    problems[topic] = (f"publisher {who} is best-effort, this node subscribes "
+                                       "reliable")
+        for topic, text in problems.items():
+            self._log_throttled(f"input:{topic}", f"{topic}: {text}; its messages do not arrive",
+                                period=10.0)
+        self._input_problems = problems
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         with self._lock:
@@ -357,6 +433,7 @@ class PolicyNode(LifecycleNode):
             self._worker = None
 
     def _destroy_entities(self):
+        self._stop_cameras()
         for entity in self._entities:
             if hasattr(entity, "cancel"):
                 entity.cancel()
@@ -366,6 +443,8 @@ class PolicyNode(LifecycleNode):
             else:
                 self.destroy_subscription(entity)
         self._entities = []
+        self._inputs = []
+        self._input_problems = {}
         self._pubs = {}
         self._sync = None
 
@@ -506,6 +585,7 @@ class PolicyNode(LifecycleNode):
         pubs = self._pubs
         if not pubs or not self._running:
             return
+        msg.pipeline_latency = to_duration(self._now() - stamp_seconds(obs_stamp))
         pubs["chunk"].publish(msg)
         markers = chunk_markers(actions, header, float(self._p("gripper_min")),
                                 float(self._p("gripper_max")))
@@ -524,8 +604,11 @@ class PolicyNode(LifecycleNode):
         if sync is None:
             return "not configured"
         ages = sync.ages(self._now())
-        bad = [f"{self.camera_topics[k]} ({'none' if a < 0 else f'{a * 1000:.0f} ms'})"
-               for k, a in ages.items() if a < 0 or a > sync.max_age]
+        problems = self._input_problems
+        bad = [f"{t} ({'none' if a < 0 else f'{a * 1000:.0f} ms'}"
+               + (f"; {problems[t]})" if t in problems else ")")
+               for t, a in ((self.camera_topics[k], a) for k, a in ages.items())
+               if a < 0 or a > sync.max_age]
         return ", ".join(bad)
 
     def _on_control(self):
@@ -582,6 +665,9 @@ class PolicyNode(LifecycleNode):
         pubs = self._pubs
         if not pubs:
             return
+        self._status_calls += 1
+        if self._status_calls % max(1, int(2.0 * float(self._p("status_rate_hz")))) == 1:
+            self._check_inputs()  # every 2 s
         now = self._now()
         ages = self._sync.ages(now) if self._sync else {}
         lat = list(self._latencies)

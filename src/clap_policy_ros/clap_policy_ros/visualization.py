@@ -24,24 +24,29 @@ def gripper_color(value: float, gripper_min: float, gripper_max: float) -> Color
     return ColorRGBA(r=1.0 - t, g=t, b=0.1, a=1.0)
 
 
-def pose_stamped(header: Header, arm_row: np.ndarray) -> PoseStamped:
-    """Build a PoseStamped from one arm's 7 values [x, y, z, roll, pitch, yaw, gripper]."""
+def _pose(header: Header, xyz, quat_xyzw) -> PoseStamped:
     msg = PoseStamped()
     msg.header = header
-    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in arm_row[:3])
-    q = euler_xyz_to_quat(np.asarray(arm_row[3:6], dtype=np.float64))
-    (msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z,
-     msg.pose.orientation.w) = (float(v) for v in q)
+    p, o = msg.pose.position, msg.pose.orientation
+    p.x, p.y, p.z = float(xyz[0]), float(xyz[1]), float(xyz[2])
+    o.x, o.y, o.z, o.w = (float(v) for v in quat_xyzw)
     return msg
+
+
+def pose_stamped(header: Header, arm_row: np.ndarray) -> PoseStamped:
+    """Build a PoseStamped from one arm's 7 values [x, y, z, roll, pitch, yaw, gripper]."""
+    return _pose(header, arm_row[:3], euler_xyz_to_quat(np.asarray(arm_row[3:6], np.float64)))
 
 
 def chunk_paths(actions: np.ndarray, header: Header) -> dict[str, Path]:
     """Build one nav_msgs/Path per arm through the chunk's poses."""
     out = {}
     for arm, o in ARM_OFFSETS.items():
+        rows = np.asarray(actions, np.float64)
+        quats = euler_xyz_to_quat(rows[:, o + 3:o + 6])  # all rows in one call
         path = Path()
         path.header = header
-        path.poses = [pose_stamped(header, row[o:o + 7]) for row in actions]
+        path.poses = [_pose(header, row[o:o + 3], q) for row, q in zip(rows, quats)]
         out[arm] = path
     return out
 

@@ -93,6 +93,10 @@ def test_configure_activate_and_chunk_values(env):
     # the chunk is FakePolicy's output for the head image (value 100) and seed 0 + sequence
     np.testing.assert_allclose(data, FakePolicy.expected(100.0, chunk.sequence), atol=1e-6)
     assert chunk.dimension_names[0] == "left_x" and chunk.source == "rf"
+    # observation -> publish covers the model's time and the node's own share
+    pipeline, model = (d.sec + d.nanosec * 1e-9
+                       for d in (chunk.pipeline_latency, chunk.inference_latency))
+    assert model >= 0.02 and pipeline > model, (pipeline, model)
     assert abs(chunk.step_period.nanosec - 1e9 / 30) < 1e3
     env.wait_for(lambda: any(m.subtask == "subtask of pick the cube"
                              for _, m in env.messages("/clap/subtask", t0)), what="Subtask")
@@ -157,6 +161,26 @@ def test_bad_image_is_skipped_with_log_naming_topic(env):
     env.bad_topic = None
     t1 = time.monotonic()
     env.wait_for(lambda: env.messages("/clap/action_chunk", t1), what="chunks after recovery")
+
+
+def test_publisher_of_the_wrong_type_is_named(env):
+    import rclpy
+    from sensor_msgs.msg import CompressedImage
+
+    context = rclpy.Context()  # a participant of its own: DDS allows one type per topic each
+    rclpy.init(context=context)
+    node = rclpy.create_node("wrong_camera", context=context)
+    try:
+        node.create_publisher(CompressedImage, CAMERAS["head"], 10)
+        log_file = env.tmp / "node.log"
+        expected = (f"{CAMERAS['head']}: publisher /wrong_camera sends "
+                    "sensor_msgs/msg/CompressedImage, this node subscribes with "
+                    "sensor_msgs/msg/Image")
+        env.wait_for(lambda: expected in log_file.read_text(), timeout=15,
+                     what="a log line naming the topic and both message types")
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
 
 
 def test_stale_camera_holds_within_200ms(env):

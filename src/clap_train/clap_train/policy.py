@@ -222,6 +222,14 @@ class ClapPolicy:
         prediction is computed). RF mode decodes no text: ``subtask`` is "".
         """
         start = time.perf_counter()
+        # The work happens in _predict, so that its tensors are freed (at its return) before the
+        # clock stops: freeing them is part of the model's cost, not of the caller's.
+        actions, subtask, tokens = self._predict(images, instruction, state, mode, prev_chunk,
+                                                 inference_delay, seed)
+        return Prediction(actions=actions, subtask=subtask, latency=time.perf_counter() - start, mode=mode,
+                          tokens=tokens)
+
+    def _predict(self, images, instruction, state, mode, prev_chunk, inference_delay, seed):
         if mode not in ("rf", "ntp"):
             raise ValueError(f"mode must be 'rf' or 'ntp', got {mode!r}")
         if mode not in self.modes:
@@ -267,8 +275,7 @@ class ClapPolicy:
             actions[:d] = unwrap_vector_euler(np.asarray(prev_chunk, np.float64)[: self.chunk_len],
                                               self.meta.euler_indices)[:d]
         actions = wrap_vector_euler(actions, self.meta.euler_indices).astype(np.float32)
-        return Prediction(actions=actions, subtask=subtask, latency=time.perf_counter() - start, mode=mode,
-                          tokens=tokens)
+        return actions, subtask, tokens
 
 
 # -- tiny random policies for tests, demos and benchmarks -----------------------------------------
