@@ -20,7 +20,7 @@ model computes does not matter to the node's overhead). Part 2 needs chunks that
 inside, as a trained policy's are (a random flow head's rows jump ~1 m apart, which hides any
 boundary): unless ``--policy DIR`` is given, it trains a tiny RF policy (64x64 images) once on
 scripted synthetic bimanual episodes with ``clap train act-vae`` + ``clap train post``
-(~4 min on 2 CPU cores; reused from ``--out`` afterwards).
+(~8 min on 2 CPU cores; reused from ``--out`` afterwards).
 Run: ``source scripts/env.sh && python bench/node.py [--seconds 20] [--json bench/out/node.json]``.
 """
 
@@ -281,7 +281,7 @@ def main() -> int:
                         help="policy for the chunk-boundary runs (default: train a tiny one)")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "out" / "node_policy",
                         help="where the trained tiny policy is kept")
-    parser.add_argument("--train-steps", type=int, default=1500, help="its CLAP-RF steps")
+    parser.add_argument("--train-steps", type=int, default=3000, help="its CLAP-RF steps")
     parser.add_argument("--skip", choices=("overhead", "jumps"), default=None)
     args = parser.parse_args()
     from clap_train.policy import make_tiny_policy

@@ -537,13 +537,15 @@ class PolicyNode(LifecycleNode):
         with self._lock:
             obs_step = self._tick
             prefix = self._exec.prefix_for(obs_step)
-            delay = self._delay.delay
+            # Prefix rows the new chunk never gets to execute: row 0 is this tick's (already
+            # sent), then one per tick the model is expected to take. RTC freezes them.
+            frozen = self._delay.delay + 1
             seed = self._seed + self._sequence
         images = {name: item.payload[0] for name, item in synced.items.items()}
         try:
             pred = self.policy.predict(images, instruction, self._current_state(),
                                        mode=self._p("mode"), prev_chunk=prefix,
-                                       inference_delay=delay if prefix is not None else 0,
+                                       inference_delay=frozen if prefix is not None else 0,
                                        seed=seed)
         except Exception as exc:  # noqa: BLE001 - the node keeps holding, error reported
             self._last_error = f"predict failed: {exc}"
