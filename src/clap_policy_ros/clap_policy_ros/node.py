@@ -44,13 +44,15 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64, Header, String
 from visualization_msgs.msg import MarkerArray
 
+from .camera_reader import CameraReader
 from .chunk_executor import EXECUTOR_MODES, ChunkExecutor, DelayEstimator, ExecutorConfig
 from .conversions import ImageEncodingError, image_msg_to_rgb, pose_to_vector
 from .executors import MultiThreadedExecutor
@@ -154,7 +156,7 @@ class PolicyNode(LifecycleNode):
         self._lifecycle_label = "unconfigured"
         self.policy = None
         self._entities: list = []
-        self._camera_node = self._camera_executor = self._camera_thread = None
+        self._camera_node = self._camera_reader = None
         self._inputs: list[tuple[str, str, bool]] = []
         self._input_problems: dict[str, str] = {}
         self._status_calls = 0
@@ -326,40 +328,29 @@ class PolicyNode(LifecycleNode):
 
     def _start_cameras(self, cls_img) -> None:
         """
-        Subscribe to the cameras on a node of their own, spun by its own thread.
+        Subscribe to the cameras on a node of their own, read by their own thread.
 
-        The camera messages are the node's hot path (90 a second, each one on the way to the
-        model): a SingleThreadedExecutor over just these three subscriptions takes and converts
-        each one as it arrives, without a walk over the main node's entities or a hop to its
-        thread pool. The node ``<name>_cameras`` appears in the ROS graph beside this one.
+        The camera messages are the node's hot path; ``CameraReader`` takes each one as it
+        arrives, without an executor's walk over this node's entities or a hop to its thread
+        pool. The node ``<name>_cameras`` appears in the ROS graph beside this one.
         """
         self._camera_node = rclpy.create_node(
             f"{self.get_name()}_cameras", namespace=self.get_namespace(), context=self.context,
-            start_parameter_services=False, enable_rosout=False)
+            start_parameter_services=False, enable_rosout=False,
+            parameter_overrides=[Parameter("start_type_description_service", value=False)])
+        topics = []
         for name, topic in self.camera_topics.items():
             self._inputs.append((topic, _type_name(cls_img), False))
-            self._camera_node.create_subscription(
-                cls_img, topic, lambda m, n=name, t=topic: self._on_image(n, t, m),
-                qos_profile_sensor_data,
-                event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False))
-        self._camera_executor = SingleThreadedExecutor(context=self.context)
-        self._camera_executor.add_node(self._camera_node)
-        self._camera_thread = threading.Thread(target=self._spin_cameras, name="clap_cameras",
-                                               daemon=True)
-        self._camera_thread.start()
-
-    def _spin_cameras(self) -> None:
-        try:
-            self._camera_executor.spin()
-        except (ExternalShutdownException, RuntimeError):
-            pass  # the context shut down under it
+            topics.append((cls_img, topic, lambda m, n=name, t=topic: self._on_image(n, t, m)))
+        self._camera_reader = CameraReader(
+            self._camera_node, topics, qos_profile_sensor_data,
+            on_error=lambda exc: self.get_logger().error(f"camera intake stopped: {exc}"))
 
     def _stop_cameras(self) -> None:
-        executor, node = self._camera_executor, self._camera_node
-        self._camera_executor = self._camera_node = None
-        if executor is not None:
-            executor.shutdown(timeout_sec=1.0)
-            self._camera_thread.join(timeout=2.0)
+        reader, node = self._camera_reader, self._camera_node
+        self._camera_reader = self._camera_node = None
+        if reader is not None:
+            reader.stop()
         if node is not None:
             node.destroy_node()
 
