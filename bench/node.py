@@ -109,7 +109,8 @@ class Rig:
         self._stop = False
         y, x = np.mgrid[0:224, 0:224]
         self._base = (x + 2 * y).astype(np.int64)
-        threading.Thread(target=self._camera_loop, daemon=True).start()
+        self._cameras = threading.Thread(target=self._camera_loop, daemon=True)
+        self._cameras.start()
 
     @staticmethod
     def _key(msg) -> tuple[int, int]:
@@ -150,6 +151,7 @@ class Rig:
 
     def close(self):
         self._stop = True
+        self._cameras.join(timeout=2)  # no publish on a destroyed publisher
         self.executor.shutdown(timeout_sec=2)
         self.node.destroy_node()
         rclpy.try_shutdown()
