@@ -76,7 +76,7 @@ def mse_by_group(model: ActVAE, chunks: torch.Tensor, pads: torch.Tensor) -> dic
     err = torch.zeros(14)
     valid = 0.0
     for i in range(0, len(chunks), 512):
-        c, w = chunks[i : i + 512], (~pads[i : i + 512]).float()[..., None]
+        c, w = chunks[i:i + 512], (~pads[i:i + 512]).float()[..., None]
         err += ((model.decode_tokens(model.tokenize(c)) - c).pow(2) * w).sum(dim=(0, 1))
         valid += float(w.sum())
     per_dim = err / max(valid, 1.0)
@@ -131,7 +131,8 @@ def main() -> None:
                "steps": a.steps, "batch_size": a.batch_size, "train_seconds": round(train_s, 1),
                "heldout_mse": mse, "heldout_psnr_db": psnr_of(mse), "rate": rate_of(a.nq, a.k, mse),
                "perplexity": ppl, "last_train_batch_psnr_db": train_psnr,
-               "heldout_mse_by_group": by_group, "heldout_psnr_by_group_db": {k: psnr_of(v) for k, v in by_group.items()}}
+               "heldout_mse_by_group": by_group,
+               "heldout_psnr_by_group_db": {k: psnr_of(v) for k, v in by_group.items()}}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "result.json").write_text(json.dumps(figures, indent=1))
     print(json.dumps(figures, indent=1))

@@ -187,6 +187,7 @@ def measure_overhead(rig: Rig, tmp: pathlib.Path, model: pathlib.Path, seconds: 
         chunks = list(rig.chunks)
     finally:
         stop(proc)
+
     def seconds(d):
         return d.sec + d.nanosec * 1e-9
 
