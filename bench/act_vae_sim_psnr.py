@@ -8,6 +8,13 @@ insertion, coloured cubes; the action plans only, no rendering), normalised with
 `clap convert`'s stats. Train seeds 0..N-1, held-out seeds 10_000.. (other cube poses).
 
     python bench/act_vae_sim_psnr.py --steps 3000
+
+The demonstrations need clap_sim (MuJoCo). For a machine without it (a lent GPU box), write them
+to a small file here and train there from it:
+
+    python bench/act_vae_sim_psnr.py --write-episodes bench/out/sim_episodes.npz     # here
+    python bench/act_vae_sim_psnr.py --episodes bench/out/sim_episodes.npz --device cuda \
+        --steps 20000 --batch-size 1024 --d-model 256 --layers 4                    # there
 """
 
 from __future__ import annotations
@@ -22,8 +29,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from clap_sim.scripted import scripted_trajectory
-from clap_sim.tasks import TASKS
 from clap_train.config import load_config
 from clap_train.eval.rate_distortion import evaluate, psnr_of, rate_of
 from clap_train.models.act_vae import ActVAE
@@ -35,12 +40,33 @@ CHUNK = 32
 
 
 def episodes(task_names: list[str], seeds: range) -> list[np.ndarray]:
+    from clap_sim.scripted import scripted_trajectory  # MuJoCo: only where the episodes are made
+    from clap_sim.tasks import TASKS
+
     out = []
     for name in task_names:
         task = TASKS[name]()
         for seed in seeds:
             out.append(scripted_trajectory(task.sample(seed)).actions14().astype(np.float64))
     return out
+
+
+def save_episodes(path: pathlib.Path, sets: dict[str, list[np.ndarray]], tasks: list[str]) -> None:
+    """Episodes of each set as one [sum T, 14] array plus their lengths (a few MB for 330 episodes)."""
+    arrays = {"tasks": np.array(tasks)}
+    for name, eps in sets.items():
+        arrays[name] = np.concatenate(eps).astype(np.float32)
+        arrays[f"{name}_lengths"] = np.array([len(e) for e in eps])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
+def load_episodes(path: pathlib.Path, name: str) -> list[np.ndarray]:
+    with np.load(path) as f:
+        if name not in f:
+            raise SystemExit(f"{path}: no '{name}' episodes in this file (written by --write-episodes?)")
+        flat, lengths = f[name].astype(np.float64), f[f"{name}_lengths"]
+    return np.split(flat, np.cumsum(lengths)[:-1])
 
 
 def chunks(eps: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +99,7 @@ GROUPS = {"position": [0, 1, 2, 7, 8, 9], "euler": [3, 4, 5, 10, 11, 12], "gripp
 @torch.no_grad()
 def mse_by_group(model: ActVAE, chunks: torch.Tensor, pads: torch.Tensor) -> dict[str, float]:
     """Held-out reconstruction MSE per dimension group of the 14-D layout (what limits the PSNR)."""
-    err = torch.zeros(14)
+    err = torch.zeros(14, device=chunks.device)
     valid = 0.0
     for i in range(0, len(chunks), 512):
         c, w = chunks[i:i + 512], (~pads[i:i + 512]).float()[..., None]
@@ -96,13 +122,27 @@ def main() -> None:
     p.add_argument("--k", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--code-dim", type=int, default=32)
+    p.add_argument("--device", default="cpu", help="cpu (one thread) or cuda")
+    p.add_argument("--episodes", type=pathlib.Path, help="train from this file instead of running clap_sim")
+    p.add_argument("--write-episodes", type=pathlib.Path, help="write the episodes to this file and stop")
     p.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "out" / "act_vae_sim")
     a = p.parse_args()
-    torch.set_num_threads(1)
+    if a.device == "cpu":
+        torch.set_num_threads(1)
     names = a.tasks.split(",")
     t0 = time.time()
-    train_a, train_p = chunks(episodes(names, range(a.train_seeds)))
-    test_a, test_p = chunks(episodes(names, range(10_000, 10_000 + a.heldout_seeds)))
+    if a.episodes:
+        names = [str(t) for t in np.load(a.episodes)["tasks"]]
+        train_eps, test_eps = load_episodes(a.episodes, "train"), load_episodes(a.episodes, "heldout")
+    else:
+        train_eps = episodes(names, range(a.train_seeds))
+        test_eps = episodes(names, range(10_000, 10_000 + a.heldout_seeds))
+    if a.write_episodes:
+        save_episodes(a.write_episodes, {"train": train_eps, "heldout": test_eps}, names)
+        print(f"{len(train_eps)} + {len(test_eps)} episodes -> {a.write_episodes}")
+        return
+    train_a, train_p = chunks(train_eps)
+    test_a, test_p = chunks(test_eps)
     lo = np.quantile(train_a.reshape(-1, 14), 0.01, axis=0)
     hi = np.quantile(train_a.reshape(-1, 14), 0.99, axis=0)
     span = np.maximum(hi - lo, 1e-6)
@@ -115,7 +155,7 @@ def main() -> None:
         f"loop.steps={a.steps}", f"loop.batch_size={a.batch_size}", f"loop.lr={a.lr}", f"model.code_dim={a.code_dim}",
         f"loop.warmup_steps={min(200, a.steps // 10)}", "loop.min_lr=2e-5", f"loop.save_every={min(a.steps, 1000)}",
         f"model.d_model={a.d_model}", f"model.layers={a.layers}", f"model.decoder_layers={a.layers}",
-        "model.heads=4", f"model.num_queries={a.nq}", f"model.codebook_size={a.k}", "loop.device=cpu",
+        "model.heads=4", f"model.num_queries={a.nq}", f"model.codebook_size={a.k}", f"loop.device={a.device}",
     ])
     model = ActVAE(cfg.model)
     stage = trainer.make_stage(model, Chunks(norm(train_a), train_p), cfg)
@@ -123,12 +163,16 @@ def main() -> None:
     t1 = time.time()
     result = run_loop(stage, cfg.loop, run_dir, resume=True)
     train_s = time.time() - t1
-    test_chunks, test_pads = torch.as_tensor(norm(test_a), dtype=torch.float32), torch.as_tensor(test_p)
+    device = next(model.parameters()).device
+    test_chunks = torch.as_tensor(norm(test_a), dtype=torch.float32, device=device)
+    test_pads = torch.as_tensor(test_p, device=device)
     mse, ppl = evaluate(model.eval(), test_chunks, test_pads)
     by_group = mse_by_group(model, test_chunks, test_pads)
     train_psnr = result.history[-1].get("psnr", float("nan")) if result.history else float("nan")
     figures = {"tasks": names, "train_chunks": len(train_a), "heldout_chunks": len(test_a), "nq": a.nq, "k": a.k,
-               "steps": a.steps, "batch_size": a.batch_size, "train_seconds": round(train_s, 1),
+               "steps": a.steps, "batch_size": a.batch_size, "d_model": a.d_model, "layers": a.layers,
+               "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+               "train_seconds": round(train_s, 1),
                "heldout_mse": mse, "heldout_psnr_db": psnr_of(mse), "rate": rate_of(a.nq, a.k, mse),
                "perplexity": ppl, "last_train_batch_psnr_db": train_psnr,
                "heldout_mse_by_group": by_group,
