@@ -4,7 +4,7 @@
 # clap_train is pure Python and is imported from the source tree.
 #
 # Here, once (the Act-VAE data comes from clap_sim, which needs MuJoCo):
-#     source scripts/env.sh && python bench/act_vae_sim_psnr.py --write-episodes bench/out/sim_episodes.npz
+#     source scripts/env.sh && python bench/act_vae_sim_psnr.py --train-seeds 300 --write-episodes bench/out/sim_episodes.npz
 # There (device tool, carry bench/out/sim_episodes.npz, timeout_s 600):
 #     OUT=$OUT bash bench/gpu.sh
 # Figures land in $OUT (latency_4b.json, act_vae_sim.json, gpu.log) for bench/RESULTS.md.
