@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from clap_train.config import load_config
-from clap_train.eval.rate_distortion import evaluate, psnr_of, rate_of
+from clap_train.eval.rate_distortion import evaluate_per_dim, psnr_of, rate_of
 from clap_train.models.act_vae import ActVAE
 from clap_train.train import act_vae as trainer
 from clap_train.train.loop import run_loop
@@ -61,12 +61,17 @@ def save_episodes(path: pathlib.Path, sets: dict[str, list[np.ndarray]], tasks: 
     np.savez_compressed(path, **arrays)
 
 
-def load_episodes(path: pathlib.Path, name: str) -> list[np.ndarray]:
+def load_episodes(path: pathlib.Path) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """(task names, training episodes, held-out episodes) of a --write-episodes file."""
+    sets = []
     with np.load(path) as f:
-        if name not in f:
-            raise SystemExit(f"{path}: no '{name}' episodes in this file (written by --write-episodes?)")
-        flat, lengths = f[name].astype(np.float64), f[f"{name}_lengths"]
-    return np.split(flat, np.cumsum(lengths)[:-1])
+        for name in ("train", "heldout"):
+            if name not in f:
+                raise SystemExit(f"{path}: no '{name}' episodes in this file (written by --write-episodes?)")
+            flat, lengths = f[name].astype(np.float64), f[f"{name}_lengths"]
+            sets.append(np.split(flat, np.cumsum(lengths)[:-1]))
+        names = [str(t) for t in f["tasks"]]
+    return names, sets[0], sets[1]
 
 
 def chunks(eps: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -96,19 +101,6 @@ class Chunks(Dataset):
 GROUPS = {"position": [0, 1, 2, 7, 8, 9], "euler": [3, 4, 5, 10, 11, 12], "gripper": [6, 13]}
 
 
-@torch.no_grad()
-def mse_by_group(model: ActVAE, chunks: torch.Tensor, pads: torch.Tensor) -> dict[str, float]:
-    """Held-out reconstruction MSE per dimension group of the 14-D layout (what limits the PSNR)."""
-    err = torch.zeros(14, device=chunks.device)
-    valid = 0.0
-    for i in range(0, len(chunks), 512):
-        c, w = chunks[i:i + 512], (~pads[i:i + 512]).float()[..., None]
-        err += ((model.decode_tokens(model.tokenize(c)) - c).pow(2) * w).sum(dim=(0, 1))
-        valid += float(w.sum())
-    per_dim = err / max(valid, 1.0)
-    return {name: float(per_dim[idx].mean()) for name, idx in GROUPS.items()}
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", default="transfer_cube,insertion,coloured_cubes")
@@ -132,8 +124,7 @@ def main() -> None:
     names = a.tasks.split(",")
     t0 = time.time()
     if a.episodes:
-        names = [str(t) for t in np.load(a.episodes)["tasks"]]
-        train_eps, test_eps = load_episodes(a.episodes, "train"), load_episodes(a.episodes, "heldout")
+        names, train_eps, test_eps = load_episodes(a.episodes)
     else:
         train_eps = episodes(names, range(a.train_seeds))
         test_eps = episodes(names, range(10_000, 10_000 + a.heldout_seeds))
@@ -166,8 +157,9 @@ def main() -> None:
     device = next(model.parameters()).device
     test_chunks = torch.as_tensor(norm(test_a), dtype=torch.float32, device=device)
     test_pads = torch.as_tensor(test_p, device=device)
-    mse, ppl = evaluate(model.eval(), test_chunks, test_pads)
-    by_group = mse_by_group(model, test_chunks, test_pads)
+    per_dim, ppl = evaluate_per_dim(model, test_chunks, test_pads)
+    mse = float(per_dim.mean())
+    by_group = {name: float(per_dim[idx].mean()) for name, idx in GROUPS.items()}  # what limits the PSNR
     train_psnr = result.history[-1].get("psnr", float("nan")) if result.history else float("nan")
     figures = {"tasks": names, "train_chunks": len(train_a), "heldout_chunks": len(test_a), "nq": a.nq, "k": a.k,
                "steps": a.steps, "batch_size": a.batch_size, "d_model": a.d_model, "layers": a.layers,

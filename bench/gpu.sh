@@ -30,6 +30,7 @@ timeout 240 "$PY" bench/latency.py --config config/model/qwen3vl-4b-instruct.con
 
 echo "== Act-VAE (16, 256) on the scripted sim demonstrations, GPU budget (issue 4)"
 if [ -f bench/out/sim_episodes.npz ]; then
+  rm -f /tmp/act_vae_sim_gpu/result.json  # a rerun resumes the checkpoints, never reports an old result
   timeout 270 "$PY" bench/act_vae_sim_psnr.py --episodes bench/out/sim_episodes.npz --device cuda \
     --steps "${ACT_VAE_STEPS:-10000}" --batch-size 1024 --d-model 256 --layers 4 \
     --out /tmp/act_vae_sim_gpu || echo "act-vae: exit $?"

@@ -53,26 +53,31 @@ def rate_of(num_queries: int, codebook_size: int, mse: float, chunk_len: int = 3
 
 
 @torch.no_grad()
-def evaluate(model: ActVAE, chunks: torch.Tensor, pads: torch.Tensor | None = None,
-             batch_size: int = 512) -> tuple[float, float]:
-    """Masked reconstruction MSE (normalised units) through the tokens, and code perplexity."""
+def evaluate_per_dim(model: ActVAE, chunks: torch.Tensor, pads: torch.Tensor | None = None,
+                     batch_size: int = 512) -> tuple[torch.Tensor, float]:
+    """Masked reconstruction MSE through the tokens per action dimension [action_dim], and code perplexity."""
     from clap_train.models.quantizer import perplexity_of
 
     model.eval()
-    err_sum, count, tokens_all = 0.0, 0.0, []
+    err_sum = torch.zeros(chunks.shape[-1], device=chunks.device)
+    steps, tokens_all = 0.0, []
     for i in range(0, chunks.shape[0], batch_size):
         c = chunks[i : i + batch_size]
         tokens = model.tokenize(c)
-        recon = model.decode_tokens(tokens)
-        err = (recon - c).pow(2)
-        if pads is not None:
-            w = (~pads[i : i + batch_size]).float()[..., None].expand_as(err)
-        else:
-            w = torch.ones_like(err)
-        err_sum += float((err * w).sum())
-        count += float(w.sum())
+        err = (model.decode_tokens(tokens) - c).pow(2)
+        w = (~pads[i : i + batch_size]).float()[..., None] if pads is not None else torch.ones_like(err[..., :1])
+        err_sum += (err * w).sum(dim=(0, 1))
+        steps += float(w.sum())
         tokens_all.append(tokens)
-    return err_sum / max(count, 1.0), float(perplexity_of(torch.cat(tokens_all), model.config.codebook_size))
+    ppl = float(perplexity_of(torch.cat(tokens_all), model.config.codebook_size))
+    return err_sum / max(steps, 1.0), ppl
+
+
+def evaluate(model: ActVAE, chunks: torch.Tensor, pads: torch.Tensor | None = None,
+             batch_size: int = 512) -> tuple[float, float]:
+    """Masked reconstruction MSE (normalised units) through the tokens, and code perplexity."""
+    per_dim, ppl = evaluate_per_dim(model, chunks, pads, batch_size)
+    return float(per_dim.mean()), ppl
 
 
 def heldout_chunks(dataset, limit: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
