@@ -8,7 +8,9 @@ without ROS. Stamps are floats in seconds (header stamps of the images).
 ``FreshestSetSynchronizer.latest()`` returns, among all combinations of one buffered message
 per key whose stamps lie within ``slop`` of each other, the one whose newest stamp is the
 largest (ties broken by the largest oldest stamp), or ``None``. Sets older than ``max_age``
-(``now`` minus the oldest stamp of the set) are never returned.
+(``now`` minus the oldest stamp of the set) are never returned. ``offer()`` buffers a message
+and tells whether a newer complete set exists since the last offer (what wakes the node's
+inference worker); ``take_new()`` hands each set out once.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class FreshestSetSynchronizer:
         self.max_age = float(max_age)
         self._buffers = {k: collections.deque(maxlen=depth) for k in self.keys}
         self._last_taken: tuple[float, ...] | None = None
+        self._last_offered: tuple[float, ...] | None = None
         self._lock = threading.Lock()
 
     def add(self, key: str, stamp: float, payload: Any, received: float | None = None) -> None:
@@ -83,6 +86,20 @@ class FreshestSetSynchronizer:
                 buf.extend(items)
             else:
                 buf.append(item)
+
+    def offer(self, key: str, stamp: float, payload: Any, now: float,
+              received: float | None = None) -> bool:
+        """Buffer one message; tell whether a newer complete set exists than at the last offer."""
+        self.add(key, stamp, payload, received)
+        synced = self.latest(now)
+        if synced is None:
+            return False
+        stamps = synced.stamps()
+        with self._lock:
+            if stamps == self._last_offered:
+                return False
+            self._last_offered = stamps
+        return True
 
     def newest_stamp(self, key: str) -> float | None:
         """Return the stamp of the newest message of ``key``, or None when none arrived."""
@@ -137,4 +154,4 @@ class FreshestSetSynchronizer:
         with self._lock:
             for buf in self._buffers.values():
                 buf.clear()
-            self._last_taken = None
+            self._last_taken = self._last_offered = None

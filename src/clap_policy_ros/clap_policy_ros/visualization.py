@@ -3,18 +3,19 @@ RViz views of a predicted chunk: a MarkerArray of both arms' trajectories and a 
 
 Each arm's trajectory is a LINE_STRIP plus a SPHERE_LIST whose per-point colour shows the
 gripper command (green = open at the top of the gripper range, red = closed at the bottom).
+Views only: the robot's command messages are built in commands.py.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from builtin_interfaces.msg import Duration
-from geometry_msgs.msg import Point, PoseStamped
+from geometry_msgs.msg import Point
 from nav_msgs.msg import Path
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from .conversions import euler_xyz_to_quat
+from .conversions import euler_xyz_to_quat, xyz_quat_to_pose
 from .safety import ARM_OFFSETS
 
 
@@ -22,20 +23,6 @@ def gripper_color(value: float, gripper_min: float, gripper_max: float) -> Color
     """Colour a gripper value: red (closed, gripper_min) to green (open, gripper_max)."""
     t = float(np.clip((value - gripper_min) / (gripper_max - gripper_min), 0.0, 1.0))
     return ColorRGBA(r=1.0 - t, g=t, b=0.1, a=1.0)
-
-
-def _pose(header: Header, xyz, quat_xyzw) -> PoseStamped:
-    msg = PoseStamped()
-    msg.header = header
-    p, o = msg.pose.position, msg.pose.orientation
-    p.x, p.y, p.z = float(xyz[0]), float(xyz[1]), float(xyz[2])
-    o.x, o.y, o.z, o.w = (float(v) for v in quat_xyzw)
-    return msg
-
-
-def pose_stamped(header: Header, arm_row: np.ndarray) -> PoseStamped:
-    """Build a PoseStamped from one arm's 7 values [x, y, z, roll, pitch, yaw, gripper]."""
-    return _pose(header, arm_row[:3], euler_xyz_to_quat(np.asarray(arm_row[3:6], np.float64)))
 
 
 def chunk_paths(actions: np.ndarray, header: Header) -> dict[str, Path]:
@@ -46,7 +33,7 @@ def chunk_paths(actions: np.ndarray, header: Header) -> dict[str, Path]:
         quats = euler_xyz_to_quat(rows[:, o + 3:o + 6])  # all rows in one call
         path = Path()
         path.header = header
-        path.poses = [_pose(header, row[o:o + 3], q) for row, q in zip(rows, quats)]
+        path.poses = [xyz_quat_to_pose(header, row[o:o + 3], q) for row, q in zip(rows, quats)]
         out[arm] = path
     return out
 

@@ -12,7 +12,7 @@ import pathlib
 import pytest
 import yaml
 
-from clap_policy_ros.node import PARAMETERS
+from clap_policy_ros.parameters import PARAMETERS
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 LAUNCH = ROOT / "launch" / "astribot.launch.py"

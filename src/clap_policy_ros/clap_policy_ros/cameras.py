@@ -1,0 +1,80 @@
+"""
+The policy's cameras: one image's way from DDS to the synchronizer, and which cameras are stale.
+
+The camera messages are the node's hot path. They are subscribed on a companion node of their
+own (``<name>_cameras``, beside the policy node in the ROS graph) and read by ``CameraReader``'s
+thread as they arrive, without an executor's walk over the policy node's entities or a hop to
+its thread pool. Each image is converted once (encoding -> HxWx3 uint8, clap_train.data.images,
+the bag converter's code) and offered to the synchronizer; when that completes a newer camera
+set, ``on_new_set`` wakes the inference worker.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import rclpy
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+
+from .camera_reader import CameraReader
+from .conversions import ImageEncodingError, image_msg_to_rgb, stamp_seconds
+from .synchronizer import FreshestSetSynchronizer
+
+
+def stale_cameras(ages: dict[str, float], max_age: float, topics: dict[str, str],
+                  problems: dict[str, str]) -> str:
+    """Name the cameras older than ``max_age`` (age -1: none yet) and why; "" when all fresh."""
+    bad = [f"{t} ({'none' if a < 0 else f'{a * 1000:.0f} ms'}"
+           + (f"; {problems[t]})" if t in problems else ")")
+           for t, a in ((topics[k], a) for k, a in ages.items())
+           if a < 0 or a > max_age]
+    return ", ".join(bad)
+
+
+class CameraIntake:
+    """
+    Subscribe the cameras ``topics`` (name -> topic, contract order) with ``msg_cls``.
+
+    ``on_bad_image(topic, error)``: an image that cannot be converted (it is skipped);
+    ``on_new_set()``: the synchronizer has a newer complete set.
+    """
+
+    def __init__(self, parent, topics: dict[str, str], msg_cls, sync: FreshestSetSynchronizer,
+                 now: Callable[[], float], on_new_set: Callable[[], None],
+                 on_bad_image: Callable[[str, Exception], None]):
+        self.topics = dict(topics)
+        self._sync = sync
+        self._now = now
+        self._on_new_set = on_new_set
+        self._on_bad_image = on_bad_image
+        self._node = rclpy.create_node(
+            f"{parent.get_name()}_cameras", namespace=parent.get_namespace(),
+            context=parent.context, start_parameter_services=False, enable_rosout=False,
+            parameter_overrides=[Parameter("start_type_description_service", value=False)])
+        self._reader = CameraReader(
+            self._node,
+            [(msg_cls, topic, lambda m, n=name, t=topic: self._on_image(n, t, m))
+             for name, topic in self.topics.items()],
+            qos_profile_sensor_data,
+            on_error=lambda exc: parent.get_logger().error(f"camera intake stopped: {exc}"))
+
+    def _on_image(self, name: str, topic: str, msg) -> None:
+        try:
+            rgb = image_msg_to_rgb(msg)
+        except (ImageEncodingError, ValueError) as exc:
+            self._on_bad_image(topic, exc)
+            return
+        if self._sync.offer(name, stamp_seconds(msg.header.stamp), (rgb, msg.header.stamp),
+                            now=self._now(), received=time.monotonic()):
+            self._on_new_set()
+
+    def stale(self, now: float, problems: dict[str, str]) -> str:
+        """Name the stale cameras (with the input ``problems`` known for their topics)."""
+        return stale_cameras(self._sync.ages(now), self._sync.max_age, self.topics, problems)
+
+    def stop(self) -> None:
+        """Stop the reader thread and destroy the companion node."""
+        self._reader.stop()
+        self._node.destroy_node()

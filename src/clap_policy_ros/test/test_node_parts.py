@@ -1,0 +1,125 @@
+"""Unit tests of the policy node's parts that need no DDS: parameters, commands, shared state."""
+
+import dataclasses
+import types
+
+import numpy as np
+import pytest
+from clap_msgs.msg import PolicyStatus
+from clap_train.data.contract import load_contract
+from std_msgs.msg import Header
+
+from clap_policy_ros.cameras import stale_cameras
+from clap_policy_ros.commands import CommandPublisher, command_messages
+from clap_policy_ros.parameters import (PARAMETERS, NodeParams, live_change_problem)
+from clap_policy_ros.run_state import RunState
+from clap_policy_ros.status import policy_state
+from clap_policy_ros.synchronizer import FreshestSetSynchronizer
+
+
+def defaults(**overrides):
+    contract = load_contract()
+    values = {name: default for name, (default, _, _) in PARAMETERS.items()}
+    values.update(camera_topics=[c.topic for c in contract.cameras],
+                  camera_message_type=contract.cameras[0].type, frame_id=contract.frame_id)
+    values.update(overrides)
+    return values
+
+
+def test_node_params_cover_every_parameter_and_build_the_parts():
+    assert [f.name for f in dataclasses.fields(NodeParams)] == list(PARAMETERS)
+    p = NodeParams.read(defaults(control_rate_hz=20, replan_every=4).__getitem__)
+    assert p.dt == pytest.approx(0.05) and isinstance(p.control_rate_hz, float)
+    assert p.left_workspace_max == (1.0, 1.0, 2.0)
+    limits = p.safety_limits()
+    assert limits.dt == pytest.approx(0.05) and limits.left_max == (1.0, 1.0, 2.0)
+    config = p.executor_config(chunk_len=16, action_dim=14)
+    assert (config.mode, config.chunk_len, config.replan_every) == ("rtc", 16, 4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.mode = "ntp"
+
+
+def test_node_params_check_cameras_against_the_contract():
+    contract = load_contract()
+    NodeParams.read(defaults().__getitem__).check_cameras(contract)
+    with pytest.raises(ValueError, match="camera_topics has 1 topics"):
+        NodeParams.read(defaults(camera_topics=["/a"]).__getitem__).check_cameras(contract)
+    with pytest.raises(ValueError, match="is not Image or CompressedImage"):
+        NodeParams.read(defaults(camera_message_type="x/msg/Y").__getitem__).check_cameras(
+            contract)
+
+
+def test_live_changes_are_checked():
+    param = types.SimpleNamespace
+    assert live_change_problem([param(name="mode", value="ntp")]) is None
+    assert live_change_problem([param(name="mode", value="fast")]) == "mode='fast' is not allowed"
+    assert "max_age" in live_change_problem([param(name="seed", value=3),
+                                             param(name="max_age", value=0.0)])
+
+
+def test_command_messages_per_arm():
+    command = np.array([0.1, 0.2, 0.3, 0.0, 0.0, np.pi / 2, 0.04,
+                        -0.1, -0.2, 0.5, 0.0, 0.0, 0.0, 0.07])
+    msgs = command_messages(Header(frame_id="base_link"), command)
+    left_pose, left_gripper = msgs["left"]
+    p, q = left_pose.pose.position, left_pose.pose.orientation
+    assert (p.x, p.y, p.z) == (0.1, 0.2, 0.3) and left_pose.header.frame_id == "base_link"
+    np.testing.assert_allclose([q.x, q.y, q.z, q.w], [0, 0, np.sqrt(0.5), np.sqrt(0.5)],
+                               atol=1e-12)
+    assert left_gripper.data == 0.04 and msgs["right"][1].data == 0.07
+    assert msgs["right"][0].pose.position.z == 0.5
+
+
+def test_command_publisher_sends_pose_then_gripper_per_arm():
+    sent = []
+
+    class Pub:
+        def __init__(self, topic):
+            self.topic = topic
+
+        def publish(self, msg):
+            sent.append((self.topic, msg))
+
+    arms = [types.SimpleNamespace(name=a, pose=types.SimpleNamespace(topic=f"/{a}/pose"),
+                                  gripper=types.SimpleNamespace(topic=f"/{a}/gripper"))
+            for a in ("left", "right")]
+    clock = types.SimpleNamespace(now=lambda: types.SimpleNamespace(
+        to_msg=lambda: Header().stamp))
+    CommandPublisher(lambda cls, topic: Pub(topic), arms, "base_link", clock).publish(
+        np.zeros(14))
+    assert [t for t, _ in sent] == ["/left/pose", "/left/gripper", "/right/pose", "/right/gripper"]
+
+
+def test_run_state_instruction_and_subtask():
+    st = RunState(instruction="a")
+    assert st.note_subtask("reach") == ("a", "reach", 0)
+    assert st.note_subtask("reach") is None
+    assert st.note_subtask("grasp") == ("a", "grasp", 1)
+    assert st.set_instruction("b", reset_queue=False) == "a"
+    assert (st.subtask, st.subtask_index) == ("", 0)  # the old subtask belonged to "a"
+    assert st.advance() == 1 and st.advance() == 2
+    assert st.queue_depth() == 0 and st.last_latency() == 0.0
+
+
+def test_offer_tells_when_a_newer_complete_set_exists():
+    sync = FreshestSetSynchronizer(("a", "b"), slop=0.01, max_age=1.0)
+    assert not sync.offer("a", 0.0, 1, now=0.0)
+    assert sync.offer("b", 0.001, 2, now=0.0)  # completes the first set
+    assert not sync.offer("a", 0.05, 3, now=0.06)  # no "b" within slop: same freshest set
+    assert sync.offer("b", 0.051, 4, now=0.06)
+    assert not sync.offer("b", 0.051, 5, now=0.06)  # a duplicate stamp completes nothing new
+
+
+def test_stale_cameras_are_named_with_known_problems():
+    topics = {"head": "/head", "wrist": "/wrist"}
+    assert stale_cameras({"head": 0.05, "wrist": 0.01}, 0.1, topics, {}) == ""
+    text = stale_cameras({"head": -1.0, "wrist": 0.25}, 0.1, topics, {"/head": "wrong type"})
+    assert text == "/head (none; wrong type), /wrist (250 ms)"
+
+
+def test_policy_state():
+    assert policy_state("predict failed: x", True, "a", "") == PolicyStatus.STATE_ERROR
+    assert policy_state("", False, "a", "") == PolicyStatus.STATE_IDLE
+    assert policy_state("", True, "", "") == PolicyStatus.STATE_IDLE
+    assert policy_state("chunk rejected", True, "a", "x") == PolicyStatus.STATE_HOLDING
+    assert policy_state("", True, "a", "") == PolicyStatus.STATE_RUNNING
