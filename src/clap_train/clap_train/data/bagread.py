@@ -10,7 +10,10 @@ message's time stamp (parsed from the first bytes of the CDR payload: ``std_msgs
 first in Image and CompressedImage), so an episode's images are never all held in memory.
 Pass 2 (:func:`iter_images`) decodes the images that alignment selected, one camera at a time.
 
-Every failure is a :class:`BagError` that names the bag, the storage file(s) and the topic.
+A camera topic may hold sensor_msgs/msg/Image or CompressedImage (or both, e.g. when the camera
+driver was reconfigured mid-recording) whatever type the contract names, as the live node
+accepts either. Every failure is a :class:`BagError` that names the bag, the storage file(s) and
+the topic.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from clap_train.data.contract import Contract, TopicSpec
+from clap_train.data.contract import IMAGE_TYPES, Contract, TopicSpec
 from clap_train.data.images import ImageEncodingError, message_to_rgb
 from clap_train.data.rotations import quat_to_euler_xyz, unwrap_euler
 
@@ -166,25 +169,30 @@ def read_bag(path: str | os.PathLike, contract: Contract) -> BagContents:
     files = bag_files(path) if path.exists() else []
     reader = _open_reader(path)
     try:
-        by_topic = {c.topic: c for c in reader.connections}
+        by_topic: dict[str, list] = {}  # a topic may have several connections (one per type, per writer)
+        for c in reader.connections:
+            by_topic.setdefault(c.topic, []).append(c)
         specs: list[TopicSpec] = contract.all_topics()
+        image_topics = {c.topic for c in contract.cameras}
         for spec in specs:
-            conn = by_topic.get(spec.topic)
-            if conn is None:
+            topic_conns = by_topic.get(spec.topic)
+            if topic_conns is None:
                 if spec.required:
                     raise BagError(path, "required contract topic is missing from the recording", spec.topic, files)
                 continue
-            if conn.msgtype != spec.type:
-                raise BagError(path, f"has type {conn.msgtype}, the contract says {spec.type}", spec.topic, files)
-            if spec.required and conn.msgcount == 0:
+            allowed = IMAGE_TYPES if spec.topic in image_topics else (spec.type,)
+            for conn in topic_conns:
+                if conn.msgtype not in allowed:
+                    says = " or ".join(allowed) if spec.topic in image_topics else spec.type
+                    raise BagError(path, f"has type {conn.msgtype}, the contract says {says}", spec.topic, files)
+            if spec.required and sum(c.msgcount for c in topic_conns) == 0:
                 raise BagError(path, "required contract topic has no messages (empty recording?)", spec.topic, files)
         store = make_typestore(reader.connections)
         wanted = {s.topic: s for s in specs if s.topic in by_topic}
-        image_topics = {c.topic for c in contract.cameras}
         stamps: dict[str, list[int]] = {t: [] for t in wanted}
         recv: dict[str, list[int]] = {t: [] for t in wanted}
         values: dict[str, list] = {t: [] for t in wanted}
-        conns = [by_topic[t] for t in wanted]
+        conns = [c for t in wanted for c in by_topic[t]]
         current = None
         try:
             for conn, t_recv, raw in reader.messages(connections=conns):

@@ -27,6 +27,7 @@ VECTOR_SUFFIXES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
 EULER_OFFSETS = (3, 4, 5)  # roll, pitch, yaw within one arm's 7 values
 
 Stamp = Literal["header", "receive"]
+GapPolicy = Literal["split", "drop", "fail"]
 
 
 def default_contract_path() -> pathlib.Path:
@@ -55,7 +56,11 @@ class TopicSpec:
 
 @dataclasses.dataclass
 class CameraSpec(TopicSpec):
-    """A camera: dataset key ``observation.images.<name>``, Image or CompressedImage."""
+    """A camera: dataset key ``observation.images.<name>``, Image or CompressedImage.
+
+    ``type`` is what the camera is expected to publish; the converter (like the node) accepts
+    either image type on the topic whatever ``type`` says.
+    """
 
     name: str = ""
     key: str = ""
@@ -120,6 +125,26 @@ class VectorSpec:
 
 
 @dataclasses.dataclass
+class GapSpec:
+    """What the converter does where a camera or state topic has no message within its ``max_age_s``.
+
+    Such a gap inside a recording is never spliced over (frames on both sides would be labelled
+    one period apart): ``split`` makes each side an episode of its own (``<episode id>-part000``,
+    ``-part001``, ...), ``drop`` keeps only the longest side (one LeRobot episode cannot hold a
+    jump in time: its frames are indexed one period apart), ``fail`` reports the bag as bad.
+    A part shorter than ``min_part_frames`` (default: one action chunk) is left out and logged;
+    a recording without a gap is one episode whatever its length.
+    """
+
+    policy: GapPolicy = "split"
+    min_part_frames: int = 32
+
+    def __post_init__(self) -> None:
+        if self.min_part_frames < 1:
+            raise ValueError(f"gaps.min_part_frames must be >= 1, got {self.min_part_frames}")
+
+
+@dataclasses.dataclass
 class Contract:
     """The whole contract. Load with :func:`load_contract`."""
 
@@ -131,6 +156,7 @@ class Contract:
     instruction: TopicSpec
     subtask: TopicSpec | None = None
     frame_id: str = "base_link"
+    gaps: GapSpec = dataclasses.field(default_factory=GapSpec)
     source: str = ""  # the file it was loaded from (filled in by load_contract)
 
     def __post_init__(self) -> None:

@@ -1,10 +1,22 @@
 """rosbag2 recordings -> a LeRobotDataset v3.0 (the work behind ``clap convert``).
 
-One bag = one episode. Per episode: pass 1 reads every non-image topic and the image stamps
-(bagread), alignment puts them on the 30 Hz grid (align), pass 2 decodes the selected images of
-each camera and encodes them to mp4 with one thread per camera (PyAV encodes outside the GIL, so
-the streams use both cores), and the episode is published atomically into the store. Finally
-the dataset's files are (re)built from the store (lerobot_format.finalize).
+One bag = one episode, unless a camera or state topic drops out inside it. Per bag: pass 1 reads
+every non-image topic and the image stamps (bagread), alignment puts them on the 30 Hz grid
+(align), pass 2 decodes the selected images of each camera and encodes them to mp4 with one
+thread per camera (PyAV encodes outside the GIL, so the streams use both cores), and the episode
+is published atomically into the store. Finally the dataset's files are (re)built from the store
+(lerobot_format.finalize).
+
+Gaps: where a topic has no message within its ``max_age_s`` inside the recording, time is never
+spliced over the gap. The contract's ``gaps.policy`` chooses: ``split`` (default) stores each side
+as an episode of its own, ``<bag id>-part000``, ``<bag id>-part001``, ... (parts are numbered in
+time order, a dropped part keeps its number); ``drop`` keeps only the longest part (one LeRobot
+episode cannot hold a jump in time: its frames, videos and action chunks are indexed one period
+apart); ``fail`` fails the bag, naming the topic and the time range. A part shorter than
+``gaps.min_part_frames`` is left out with a log line. meta/conversion.json's ``splits`` lists each
+such bag: its gaps and its parts (episode id or dropped, frames, time range, reason). A bag with
+no gap is one episode named ``<bag id>``, as before. Resume: every stored part's episode.json
+names all the parts of its bag; a bag counts as done only when all of them are stored.
 
 Bad input (corrupt or truncated bags, missing topics, unknown encodings, stamps going backwards,
 empty bags) fails that episode only, with an error that names the bag, its file and the topic;
@@ -14,26 +26,31 @@ the other episodes are converted, and nothing of the failed one is left behind.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from clap_train.data.align import align_episode
+from clap_train.data.align import AlignedEpisode, align_episode
 from clap_train.data.bagread import BagError, bag_files, fingerprint, iter_images, read_bag
 from clap_train.data.contract import Contract
 from clap_train.data.images import resize_rgb
 from clap_train.data.lerobot_format import (
     ACTION_KEY,
     STATE_KEY,
+    StoredEpisode,
     finalize,
     store_dir,
+    stored_episodes,
     write_frames,
 )
 from clap_train.data.stats import image_stats
@@ -53,12 +70,16 @@ class EncodeOptions:
 
 @dataclasses.dataclass
 class EpisodeOutcome:
+    """What became of one bag."""
+
     bag: str
-    episode_id: str
+    episode_id: str  # the bag's id (its parts, if split at a gap, are <episode_id>-partNNN)
     status: str  # "converted", "skipped", "failed"
-    frames: int = 0
+    frames: int = 0  # over all stored parts
     error: str | None = None
     seconds: float = 0.0
+    episodes: list[str] = dataclasses.field(default_factory=list)  # ids stored for this bag
+    split: dict | None = None  # the bag's gaps and parts (conversion.json "splits"); None without a gap
 
 
 def find_bags(paths: Sequence[str | os.PathLike]) -> list[pathlib.Path]:
@@ -93,117 +114,244 @@ def episode_id(bag: pathlib.Path) -> str:
     return f"{safe}-{digest}"
 
 
+def part_id(eid: str, part: int) -> str:
+    """The id of part ``part`` of a bag split at a gap (sorts after the bag's id, in part order)."""
+    return f"{eid}-part{part:03d}"
+
+
+def _is_own(name: str, eid: str) -> bool:
+    """Whether a store entry is the bag ``eid``'s episode or one of its parts."""
+    return re.fullmatch(re.escape(eid) + r"(-part\d{3,})?", name) is not None
+
+
 def contract_digest(contract: Contract) -> str:
     return hashlib.sha1(contract.to_yaml().encode()).hexdigest()
 
 
+def _s(ns: int) -> float:
+    return round(ns / 1e9, 6)
+
+
+@dataclasses.dataclass
+class _Part:
+    index: int
+    episode: AlignedEpisode
+    episode_id: str | None  # None: dropped
+    reason: str
+
+
+def _plan_parts(
+    bag: pathlib.Path, contract: Contract, aligned: AlignedEpisode, files
+) -> tuple[list[_Part], dict | None]:
+    """Apply the contract's gap policy: the parts to store (and the bag's split record, if any gap)."""
+    eid = episode_id(bag)
+    if not aligned.gaps:
+        return [_Part(0, aligned, eid, "")], None
+    policy, min_frames = contract.gaps.policy, contract.gaps.min_part_frames
+    origin = aligned.origin_ns
+    topics = list(dict.fromkeys(t for g in aligned.gaps for t in g.topics))
+    if policy == "fail":
+        gap = aligned.gaps[0]
+        more = f" (and {len(aligned.gaps) - 1} more gaps)" if len(aligned.gaps) > 1 else ""
+        raise BagError(
+            bag,
+            f"drop-out: {gap.describe(origin)}{more}; the contract's gaps.policy is fail",
+            ", ".join(topics),
+            files,
+        )
+    parts = [aligned.part(k) for k in range(len(aligned.parts))]
+    lengths = [len(p.frame_times) for p in parts]
+    longest = int(np.argmax(lengths))
+    planned = []
+    for k, ep in enumerate(parts):
+        sides = ([f"after gap {k - 1}"] if k > 0 else []) + ([f"before gap {k}"] if k < len(parts) - 1 else [])
+        where = f"the part {' and '.join(sides)}"
+        if lengths[k] < min_frames:
+            reason = f"dropped: {where} has {lengths[k]} frames, fewer than gaps.min_part_frames {min_frames}"
+        elif policy == "drop" and k != longest:
+            reason = f"dropped: gaps.policy drop keeps only the longest part ({longest}, {lengths[longest]} frames)"
+        else:
+            planned.append(_Part(k, ep, part_id(eid, k), f"kept: {where} (gaps.policy {policy})"))
+            continue
+        planned.append(_Part(k, ep, None, reason))
+    if not any(p.episode_id for p in planned):
+        raise BagError(
+            bag,
+            f"drop-outs leave no part of at least gaps.min_part_frames {min_frames} frames "
+            f"(parts: {lengths}); first gap: {aligned.gaps[0].describe(origin)}",
+            ", ".join(topics),
+            files,
+        )
+    record = {
+        "bag": str(bag.resolve()),
+        "policy": policy,
+        "min_part_frames": min_frames,
+        "start_time_ns": origin,  # the recording's first frame; *_s times below are seconds after it
+        "gaps": [
+            {
+                "gap": k,
+                "start_s": _s(g.start_ns - origin),  # the last frame before it (end of part k)
+                "end_s": _s(g.end_ns - origin),  # the first frame after it (start of part k + 1)
+                "seconds": _s(g.end_ns - g.start_ns),
+                "frames": g.frames,
+                "topics": g.topics,
+                "silence_s": [round(x, 6) for x in g.silence_s],
+                "max_age_s": g.max_age_s,
+                "reason": g.describe(origin),
+            }
+            for k, g in enumerate(aligned.gaps)
+        ],
+        "parts": [
+            {
+                "part": p.index,
+                "episode_id": p.episode_id,
+                "status": "converted" if p.episode_id else "dropped",
+                "frames": len(p.episode.frame_times),
+                "start_s": _s(int(p.episode.frame_times[0]) - origin),  # its first frame
+                "end_s": _s(int(p.episode.frame_times[-1]) - origin),  # its last frame
+                "start_time_ns": int(p.episode.frame_times[0]),
+                "end_time_ns": int(p.episode.frame_times[-1]),
+                "reason": p.reason,
+            }
+            for p in planned
+        ],
+    }
+    return planned, record
+
+
 def _encode_camera(
-    bag, contract: Contract, cam_name: str, picks: np.ndarray, path: pathlib.Path, opts: EncodeOptions
-) -> dict:
-    """Decode the selected images of one camera, write its mp4, return its info (shape, stats)."""
+    bag, contract: Contract, cam_name: str, parts: list[tuple[np.ndarray, pathlib.Path]], opts: EncodeOptions
+) -> list[dict]:
+    """Decode the selected images of one camera and write one mp4 per part, in one pass over the bag.
+
+    ``parts``: per part, the message index of each frame (increasing across parts) and its mp4 path.
+    Returns each part's info (file, shape, topic, stats).
+    """
     spec = contract.camera(cam_name)
     fps = contract.rate_hz
     writer = None
-    n = len(picks)
-    sample_at = set(np.linspace(0, n - 1, min(STATS_SAMPLES, n)).astype(int).tolist())
-    samples = []
     shape = None
-    images = iter_images(bag, contract, cam_name, np.unique(picks))
+    infos = []
+    images = iter_images(bag, contract, cam_name, np.unique(np.concatenate([picks for picks, _ in parts])))
     cur_i, cur = -1, None
     try:
-        for k, want in enumerate(picks):
-            while cur_i < want:
-                cur_i, cur = next(images)
-                if spec.size is not None:
-                    cur = resize_rgb(cur, spec.size[0], spec.size[1])
-                if shape is None:
-                    shape = cur.shape[:2]
-                elif cur.shape[:2] != shape:
-                    raise BagError(
-                        bag,
-                        f"image size changes from {shape[0]}x{shape[1]} to {cur.shape[0]}x{cur.shape[1]} "
-                        f"at message {cur_i}; set the camera's size in the contract to resize",
-                        spec.topic,
-                    )
-            if writer is None:
-                try:
-                    writer = Mp4Writer(path, fps, shape[0], shape[1], crf=opts.crf, gop=opts.gop, preset=opts.preset)
-                except VideoError as exc:
-                    raise BagError(bag, str(exc), spec.topic) from exc
-            writer.write(cur)
-            if k in sample_at:
-                samples.append(cur)
-        writer.close()
-        writer = None
+        for picks, path in parts:
+            n = len(picks)
+            sample_at = set(np.linspace(0, n - 1, min(STATS_SAMPLES, n)).astype(int).tolist())
+            samples = []
+            for k, want in enumerate(picks):
+                while cur_i < want:
+                    cur_i, cur = next(images)
+                    if spec.size is not None:
+                        cur = resize_rgb(cur, spec.size[0], spec.size[1])
+                    if shape is None:
+                        shape = cur.shape[:2]
+                    elif cur.shape[:2] != shape:
+                        raise BagError(
+                            bag,
+                            f"image size changes from {shape[0]}x{shape[1]} to {cur.shape[0]}x{cur.shape[1]} "
+                            f"at message {cur_i}; set the camera's size in the contract to resize",
+                            spec.topic,
+                        )
+                if writer is None:
+                    try:
+                        writer = Mp4Writer(
+                            path, fps, shape[0], shape[1], crf=opts.crf, gop=opts.gop, preset=opts.preset
+                        )
+                    except VideoError as exc:
+                        raise BagError(bag, str(exc), spec.topic) from exc
+                writer.write(cur)
+                if k in sample_at:
+                    samples.append(cur)
+            writer.close()
+            writer = None
+            infos.append(
+                {
+                    "file": path.name,
+                    "shape": [int(shape[0]), int(shape[1])],
+                    "topic": spec.topic,
+                    "stats": image_stats(samples),
+                }
+            )
     finally:
         if writer is not None:
             writer.abort()
         images.close()
-    return {
-        "file": path.name,
-        "shape": [int(shape[0]), int(shape[1])],
-        "topic": spec.topic,
-        "stats": image_stats(samples),
-    }
+    return infos
 
 
 def convert_episode(
     bag: str | os.PathLike, contract: Contract, out: str | os.PathLike, opts: EncodeOptions = EncodeOptions()
 ) -> EpisodeOutcome:
-    """Convert one bag into the store of dataset ``out`` (atomically). Raises BagError."""
+    """Convert one bag into the store of dataset ``out`` (each of its episodes atomically). Raises BagError."""
     t0 = time.perf_counter()
     bag = pathlib.Path(bag)
     eid = episode_id(bag)
     contents = read_bag(bag, contract)
     aligned = align_episode(contents, contract)
-    n = len(aligned.frame_times)
-    with atomic_dir(store_dir(out) / eid) as tmp:
-        cams = {}
+    planned, split = _plan_parts(bag, contract, aligned, contents.files)
+    kept = [p for p in planned if p.episode_id is not None]
+    ids = [p.episode_id for p in kept]
+    with contextlib.ExitStack() as stack:
+        # each episode is built in a temporary folder of its own; all are published once all are complete
+        tmps = [stack.enter_context(atomic_dir(store_dir(out) / p.episode_id)) for p in kept]
+        cams: list[dict] = [{} for _ in kept]
         jobs = {}
         workers = len(contract.cameras) if opts.camera_threads else 1
         with cf.ThreadPoolExecutor(max_workers=workers) as pool:
             for cam in contract.cameras:
-                path = tmp / f"{cam.key}.mp4"
-                jobs[cam.key] = pool.submit(
-                    _encode_camera, bag, contract, cam.name, aligned.image_index[cam.name], path, opts
-                )
+                parts = [(p.episode.image_index[cam.name], tmp / f"{cam.key}.mp4") for p, tmp in zip(kept, tmps)]
+                jobs[cam.key] = pool.submit(_encode_camera, bag, contract, cam.name, parts, opts)
             for key, job in jobs.items():
-                cams[key] = job.result()
-        _check_layout(bag, contract, out, cams)
-        write_frames(
-            tmp / "frames.parquet",
-            {
-                "timestamp": np.arange(n, dtype=np.float64) / contract.rate_hz,
-                "frame_index": np.arange(n),
-                STATE_KEY: aligned.state,
-                ACTION_KEY: aligned.action,
-                "task": aligned.instruction,
-                "subtask": aligned.subtask,
-            },
-            contract.action.dim,
-        )
-        meta = {
-            "kind": "robot",
-            "source": str(bag.resolve()),
-            "fingerprint": fingerprint(bag),
-            "contract": contract_digest(contract),
-            "length": n,
-            "storage": contents.storage,
-            "vector_names": contract.vector_names,
-            "cameras": cams,
-            "start_time_ns": int(aligned.frame_times[0]),
-            "dropped_stale_frames": aligned.dropped_stale,
-            "held_action_frames": aligned.held_actions,
-        }
-        (tmp / "episode.json").write_text(json.dumps(meta, indent=2))
-    return EpisodeOutcome(str(bag), eid, "converted", n, seconds=time.perf_counter() - t0)
+                for c, info in zip(cams, job.result()):
+                    c[key] = info
+        _check_layout(bag, contract, out, cams[0])
+        for p, tmp, cam_info in zip(kept, tmps, cams):
+            ep = p.episode
+            n = len(ep.frame_times)
+            write_frames(
+                tmp / "frames.parquet",
+                {
+                    "timestamp": np.arange(n, dtype=np.float64) / contract.rate_hz,
+                    "frame_index": np.arange(n),
+                    STATE_KEY: ep.state,
+                    ACTION_KEY: ep.action,
+                    "task": ep.instruction,
+                    "subtask": ep.subtask,
+                },
+                contract.action.dim,
+            )
+            meta = {
+                "kind": "robot",
+                "source": str(bag.resolve()),
+                "fingerprint": fingerprint(bag),
+                "contract": contract_digest(contract),
+                "length": n,
+                "storage": contents.storage,
+                "vector_names": contract.vector_names,
+                "cameras": cam_info,
+                "start_time_ns": int(ep.frame_times[0]),
+                "dropped_stale_frames": aligned.dropped_stale,  # of the whole bag, gaps included
+                "held_action_frames": ep.held_actions,
+                "part": p.index if split else None,
+                "bag_episodes": ids,  # every episode stored for this bag: resume checks that all are
+                "split": split,
+            }
+            (tmp / "episode.json").write_text(json.dumps(meta, indent=2))
+    # The bag's episodes from an earlier conversion that this one does not replace (e.g. the
+    # unsplit episode of a bag now split) are removed once the new ones are all in place.
+    for old in _own_dirs(out, eid):
+        if old.name not in ids:
+            shutil.rmtree(old, ignore_errors=True)
+    frames = sum(len(p.episode.frame_times) for p in kept)
+    return EpisodeOutcome(
+        str(bag), eid, "converted", frames, seconds=time.perf_counter() - t0, episodes=ids, split=split
+    )
 
 
 def _check_layout(bag: pathlib.Path, contract: Contract, out, cams: dict) -> None:
-    """One dataset has one image size per camera: compare with an episode already stored."""
-    from clap_train.data.lerobot_format import stored_episodes
-
-    others = [e for e in stored_episodes(out) if e.id != episode_id(bag)]
+    """One dataset has one image size per camera: compare with an episode of another bag already stored."""
+    others = [e for e in stored_episodes(out) if not _is_own(e.id, episode_id(bag))]
     if not others:
         return
     ref = others[0]
@@ -219,15 +367,61 @@ def _check_layout(bag: pathlib.Path, contract: Contract, out, cams: dict) -> Non
             )
 
 
-def _is_done(bag: pathlib.Path, contract: Contract, out: pathlib.Path) -> bool:
-    meta = store_dir(out) / episode_id(bag) / "episode.json"
-    if not meta.is_file():
-        return False
-    try:
-        m = json.loads(meta.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return m.get("fingerprint") == fingerprint(bag) and m.get("contract") == contract_digest(contract)
+def _stored_outcome(bag: pathlib.Path, contract: Contract, out: pathlib.Path) -> EpisodeOutcome | None:
+    """A "skipped" outcome when every episode of the bag is stored, from these files and this contract."""
+    eid = episode_id(bag)
+    own: list[StoredEpisode] = []
+    for sub in _own_dirs(out, eid):
+        if not (sub / "episode.json").is_file():
+            continue
+        try:
+            own.append(StoredEpisode(sub, json.loads((sub / "episode.json").read_text())))
+        except (OSError, json.JSONDecodeError):
+            return None
+    if not own:
+        return None
+    fp, digest = fingerprint(bag), contract_digest(contract)
+    want = own[0].meta.get("bag_episodes", [eid])  # written before gaps split bags: the bag's id only
+    for e in own:
+        m = e.meta
+        if m.get("fingerprint") != fp or m.get("contract") != digest or m.get("bag_episodes", [eid]) != want:
+            return None
+    if sorted(e.id for e in own) != sorted(want):
+        return None  # killed between publishing two parts, or an older conversion's episodes are left
+    frames = sum(int(e.meta.get("length", 0)) for e in own)
+    return EpisodeOutcome(str(bag), eid, "skipped", frames, episodes=list(want), split=own[0].meta.get("split"))
+
+
+def split_log(o: EpisodeOutcome) -> list[str]:
+    """Log lines for a bag converted at a gap: how it was split, and each part that was left out."""
+    if o.split is None or o.status != "converted":
+        return []
+    sp = o.split
+    kept = [p for p in sp["parts"] if p["episode_id"]]
+    lines = [
+        f"GAP bag {o.bag}: {len(sp['gaps'])} drop-out(s), gaps.policy {sp['policy']}: "
+        f"{len(kept)} of {len(sp['parts'])} parts stored as {', '.join(p['episode_id'] for p in kept)}; "
+        f"first gap: {sp['gaps'][0]['reason']}"
+    ]
+    for p in sp["parts"]:
+        if not p["episode_id"]:
+            lines.append(
+                f"GAP bag {o.bag}: part {p['part']} ({p['start_s']:.3f}-{p['end_s']:.3f} s, {p['frames']} frames) "
+                f"left out: {p['reason']}"
+            )
+    return lines
+
+
+def _own_dirs(out, eid: str) -> list[pathlib.Path]:
+    """The store folders of bag ``eid``'s episodes (by name only: other workers publish meanwhile)."""
+    d = store_dir(out)
+    return sorted(sub for sub in d.iterdir() if _is_own(sub.name, eid)) if d.is_dir() else []
+
+
+def _remove_stored(bag: pathlib.Path, out: pathlib.Path) -> None:
+    """Remove the bag's episodes from an earlier conversion (other files or contract) from the store."""
+    for old in _own_dirs(out, episode_id(bag)):
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _convert_safe(bag: pathlib.Path, contract: Contract, out: pathlib.Path, opts: EncodeOptions) -> EpisodeOutcome:
@@ -235,8 +429,10 @@ def _convert_safe(bag: pathlib.Path, contract: Contract, out: pathlib.Path, opts
     try:
         return convert_episode(bag, contract, out, opts)
     except BagError as exc:
+        _remove_stored(bag, out)  # nothing of a failed bag stays in the dataset
         return EpisodeOutcome(str(bag), episode_id(bag), "failed", error=str(exc), seconds=time.perf_counter() - t0)
     except Exception as exc:  # anything unexpected still names the bag and keeps the others going
+        _remove_stored(bag, out)
         files = ", ".join(f.name for f in bag_files(bag)) if bag.is_dir() else ""
         return EpisodeOutcome(
             str(bag),
@@ -269,8 +465,9 @@ def convert_bags(
     outcomes: list[EpisodeOutcome] = []
     todo = []
     for b in paths:
-        if _is_done(b, contract, out):
-            outcomes.append(EpisodeOutcome(str(b), episode_id(b), "skipped"))
+        done = _stored_outcome(b, contract, out)
+        if done is not None:
+            outcomes.append(done)
         else:
             todo.append(b)
     bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="convert", unit="episode", disable=not progress)
@@ -281,6 +478,8 @@ def convert_bags(
         bar.set_postfix_str(f"{pathlib.Path(o.bag).name}: {o.status}")
         if o.status == "failed" and progress:
             bar.write(f"FAILED {o.error}")
+        for line in split_log(o):  # always shown: a bag split or frames left out at a drop-out
+            bar.write(line, file=sys.stderr)
         if on_outcome:
             on_outcome(o)
 
@@ -297,12 +496,12 @@ def convert_bags(
     outcomes.sort(key=lambda o: order.get(o.bag, 0))
     report = {
         "contract": contract.source,
-        "episodes": [dataclasses.asdict(o) for o in outcomes],
+        "episodes": [{k: v for k, v in dataclasses.asdict(o).items() if k != "split"} for o in outcomes],
         "failed": [{"bag": o.bag, "error": o.error} for o in outcomes if o.status == "failed"],
+        # bags with a drop-out (gap): the policy applied, each gap, and each part (kept or dropped)
+        "splits": [{**o.split, "bag": o.bag} for o in outcomes if o.split and o.status != "failed"],
     }
     info = None
-    from clap_train.data.lerobot_format import stored_episodes
-
     if stored_episodes(out):
         info = finalize(  # raises RuntimeError naming the episodes if their layouts disagree
             out,

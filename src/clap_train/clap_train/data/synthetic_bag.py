@@ -4,6 +4,8 @@ Used by the tests and by bench/convert.py. The content is chosen so that a conve
 be checked against it: a pose's x equals its stamp time in seconds (so an aligned frame shows
 which message it used), gripper values equal their receive time, and every image is a
 deterministic pattern of (camera, message index) that :func:`image_pattern` regenerates.
+The index is the message's number in the camera's full stream, so it still tells the message's
+time when ``dropouts`` leave some messages out (a camera or sensor drop-out).
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ class CameraSetup:
     width: int = 64
     hz: float = 30.0
     offset_s: float = 0.0  # first message's stamp after T0
+    # (time s, encoding): from that stamp on the camera publishes this encoding instead (e.g. rgb8 ->
+    # jpeg: the topic then has an Image and a CompressedImage connection, a reconfigured driver)
+    switch: tuple[float, str] | None = None
+
+    def encoding_at(self, t: float) -> str:
+        return self.switch[1] if self.switch is not None and t >= self.switch[0] else self.encoding
 
 
 def image_pattern(cam_index: int, msg_index: int, height: int, width: int, grey: bool = False) -> np.ndarray:
@@ -48,11 +56,15 @@ def image_pattern(cam_index: int, msg_index: int, height: int, width: int, grey:
     return img
 
 
-def _image_msg(store, setup: CameraSetup, rgb: np.ndarray, stamp_ns: int, frame_id: str):
+def image_type(encoding: str) -> str:
+    """The message type a camera publishes with this encoding."""
+    return "sensor_msgs/msg/CompressedImage" if encoding in ("jpeg", "png") else "sensor_msgs/msg/Image"
+
+
+def _image_msg(store, enc: str, rgb: np.ndarray, stamp_ns: int, frame_id: str):
     Header = store.types["std_msgs/msg/Header"]
     Time = store.types["builtin_interfaces/msg/Time"]
     header = Header(stamp=Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000), frame_id=frame_id)
-    enc = setup.encoding
     if enc in ("jpeg", "png"):
         buf = io.BytesIO()
         PILImage.fromarray(rgb).save(buf, format="JPEG" if enc == "jpeg" else "PNG", quality=95)
@@ -106,8 +118,13 @@ def write_bag(
     backwards_topic: str | None = None,
     empty: bool = False,
     with_msgdefs: bool = True,
+    dropouts: tuple[tuple[str, float, float], ...] = (),
 ) -> pathlib.Path:
-    """Write one episode as a rosbag2 folder; returns its path."""
+    """Write one episode as a rosbag2 folder; returns its path.
+
+    ``dropouts``: ``(topic, from_s, to_s)``: that topic has no message stamped in [from_s, to_s)
+    (seconds after T0), e.g. a camera that drops out for 0.5 s.
+    """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
@@ -129,9 +146,13 @@ def write_bag(
     String = store.types["std_msgs/msg/String"]
     Subtask = store.types[SUBTASK_TYPE]
     frame = contract.frame_id
+    image_topics = {cam.topic for cam in contract.cameras}
 
     def header(ns: int):
         return Header(stamp=Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000), frame_id=frame)
+
+    def silent(topic: str, t: float) -> bool:
+        return any(topic == name and lo <= t < hi for name, lo, hi in dropouts)
 
     events: list[tuple[int, str, object, str]] = []  # (receive ns, topic, msg, type)
     lat = int(latency_s * 1e9)
@@ -140,12 +161,13 @@ def write_bag(
             setup = cameras[cam.name]
             n = int(duration_s * setup.hz)
             for i in range(n):
-                ns = T0 + int((setup.offset_s + i / setup.hz) * 1e9)
-                rgb = image_pattern(ci, i, setup.height, setup.width, grey=setup.encoding == "mono8")
-                typ = (
-                    "sensor_msgs/msg/CompressedImage" if setup.encoding in ("jpeg", "png") else "sensor_msgs/msg/Image"
-                )
-                events.append((ns + lat, cam.topic, _image_msg(store, setup, rgb, ns, frame), typ))
+                t = setup.offset_s + i / setup.hz
+                if silent(cam.topic, t):
+                    continue
+                ns = T0 + int(t * 1e9)
+                enc = setup.encoding_at(t)
+                rgb = image_pattern(ci, i, setup.height, setup.width, grey=enc == "mono8")
+                events.append((ns + lat, cam.topic, _image_msg(store, enc, rgb, ns, frame), image_type(enc)))
         for group, hz, lead in ((contract.state, state_hz, 0.0), (contract.action, command_hz, 0.01)):
             n = int(duration_s * hz)
             for ai, arm in enumerate(group.arms):
@@ -161,8 +183,11 @@ def write_bag(
                             orientation=Quat(x=q[0], y=q[1], z=q[2], w=q[3]),
                         ),
                     )
-                    events.append((ns + lat, arm.pose.topic, pose, arm.pose.type))
-                    events.append((ns + lat, arm.gripper.topic, Float64(data=t + lat / 1e9 + lead), arm.gripper.type))
+                    if not silent(arm.pose.topic, t):
+                        events.append((ns + lat, arm.pose.topic, pose, arm.pose.type))
+                    if not silent(arm.gripper.topic, t):
+                        grip = Float64(data=t + lat / 1e9 + lead)
+                        events.append((ns + lat, arm.gripper.topic, grip, arm.gripper.type))
         events.append((T0 + lat, contract.instruction.topic, String(data=instruction), contract.instruction.type))
         if contract.subtask is not None:
             for k, (t, text) in enumerate(subtasks):
@@ -178,20 +203,22 @@ def write_bag(
 
     with Writer(path, version=9, storage_plugin=plugin) as writer:
         conns = {}
-        types = {spec.topic: spec.type for spec in contract.all_topics()}
-        for cam in contract.cameras:  # the type the images really have
-            if cameras[cam.name].encoding in ("jpeg", "png"):
-                types[cam.topic] = "sensor_msgs/msg/CompressedImage"
+        types = []
+        for spec in contract.all_topics():
+            if spec.topic in image_topics:  # the type(s) the images really have, whatever the contract says
+                setup = cameras[spec.name]
+                encodings = [setup.encoding] + ([setup.switch[1]] if setup.switch is not None else [])
+                types.extend((spec.topic, typ) for typ in dict.fromkeys(map(image_type, encodings)))
             else:
-                types[cam.topic] = "sensor_msgs/msg/Image"
-        for topic, typ in types.items():
+                types.append((spec.topic, spec.type))
+        for topic, typ in types:
             if topic in omit_topics:
                 continue
             if with_msgdefs or typ != SUBTASK_TYPE:
-                conns[topic] = writer.add_connection(topic, typ, typestore=store)
+                conns[topic, typ] = writer.add_connection(topic, typ, typestore=store)
             else:  # a recording without the custom type's definition: the reader must find it itself
-                conns[topic] = writer.add_connection(topic, typ, msgdef="", rihs01="RIHS01_" + "0" * 64)
+                conns[topic, typ] = writer.add_connection(topic, typ, msgdef="", rihs01="RIHS01_" + "0" * 64)
         for recv, topic, msg, typ in events:
-            if topic in conns:
-                writer.write(conns[topic], recv, store.serialize_cdr(msg, typ))
+            if (topic, typ) in conns:
+                writer.write(conns[topic, typ], recv, store.serialize_cdr(msg, typ))
     return path
