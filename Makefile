@@ -37,9 +37,11 @@ demo: setup
 # Every benchmark, in dependency order (the VD-VAE agreement uses the Act-VAE the PSNR run trains).
 # The figures and the commands behind them are collected in bench/RESULTS.md. About 45 min on a
 # 2-core CPU, most of it the Act-VAE and VD-VAE training runs.
+# bench/closed_loop.py (the closed-loop ladder, ~1.5 h) runs on its own: see bench/RESULTS.md.
 bench: setup
 	$(ENV) && set -e \
 	  && python bench/convert.py \
+	  && python bench/frame_cache.py \
 	  && python bench/latency.py --repeats 30 \
 	  && python bench/node.py --seconds 15 \
 	  && python bench/sim_render.py \

@@ -31,6 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def build(args):
+    from clap_train.data.action_space import ActionSpace
     from clap_train.data.normalize import Normalizer
     from clap_train.models.act_vae import ActVAEConfig
     from clap_train.models.flow_head import FlowHeadConfig, default_feature_layers
@@ -59,7 +60,8 @@ def build(args):
                 p.normal_(0.0, 0.02)
     meta = PolicyMeta(image_size=224, num_queries=act_cfg.num_queries, codebook_size=act_cfg.codebook_size,
                       flow=flow_cfg, max_subtask_tokens=args.subtask_tokens, min_subtask_tokens=args.subtask_tokens)
-    policy = ClapPolicy(ROOT, meta, vlm, proc, act_vae, Normalizer.from_stats(tiny_stats()), head, device, dtype)
+    space = ActionSpace("absolute", Normalizer.from_stats(tiny_stats()), meta.euler_indices)
+    policy = ClapPolicy(ROOT, meta, vlm, proc, act_vae, space, head, device, dtype)
     n_vlm = sum(p.numel() for p in vlm.parameters())
     n_head = sum(p.numel() for p in head.parameters())
     n_vae = sum(p.numel() for p in act_vae.parameters())

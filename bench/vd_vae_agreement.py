@@ -17,6 +17,7 @@ import time
 from clap_train.eval.token_agreement import token_agreement
 from clap_train.models.vd_vae import VDVAE
 from clap_train.train import vd_vae as trainer
+from clap_train.data.action_space import load_action_space
 from clap_train.train.act_vae import open_dataset
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -52,7 +53,8 @@ def main() -> None:
                                       resume=True, set=overrides, stop_after=None, no_progress=False)
             assert trainer.run(args) == 0
         model = VDVAE.from_pretrained(run_dir / "vd_vae")
-        ds, _ = open_dataset(None, a.heldout, 32, 32, a.image_size, seed=31_337, stats=stats)
+        ds, _ = open_dataset(None, a.heldout, 32, 32, a.image_size, seed=31_337, stats=stats,
+                             action_space=load_action_space(a.act_vae))
         r = token_agreement(model, ds)
         (run_dir / "agreement.json").write_text(json.dumps(r, indent=1))
         results[lam] = r

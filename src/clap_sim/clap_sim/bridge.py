@@ -47,7 +47,7 @@ from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 
 from .scene import ARMS
-from .scripted import quat_wxyz_to_euler
+from .vectors import vector14
 from .tasks import make_task
 from .topics import COMPRESSED, jpeg_bytes, load_topics
 
@@ -79,15 +79,6 @@ def to_stamp(ns: int):
     from builtin_interfaces.msg import Time
 
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
-
-
-def vector14(poses: dict) -> np.ndarray:
-    """{arm: ArmPose} -> the contract's 14-D vector (Euler xyz)."""
-    parts = []
-    for arm in ARMS:
-        p = poses[arm]
-        parts += [p.pos, quat_wxyz_to_euler(p.quat), [p.gripper]]
-    return np.concatenate(parts).astype(np.float64)
 
 
 @dataclass

@@ -15,6 +15,10 @@ With ``--policy scripted`` the task's scripted demonstrator plays the policy's p
 each state message from the bridge with the plan's targets for that step, over DDS, and the
 bridge runs in lock-step with those commands.
 
+With ``--lockstep`` there is no DDS and no node: the policy runs in this process and the
+simulation waits for each prediction (``clap_sim.rollout``). That measures what the policy has
+learned apart from timing (inference delay, executor, transport), faster than real time.
+
 Outputs in ``--out``: ``eval.json`` (per-episode success and reward, success rate, latency
 statistics), ``trajectories.png`` (predicted vs executed end-effector trajectories of the first
 episode), ``rollout.mp4`` (head camera of the first episode), and the policy node's log.
@@ -38,6 +42,7 @@ import yaml
 from clap_train.cli import find_ros_executable
 from clap_train.io import atomic_path, atomic_write_text
 from geometry_msgs.msg import PoseStamped
+from clap_policy_ros.chunk_executor import EXECUTOR_MODES
 from clap_policy_ros.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -68,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--real-time-factor", type=float, default=1.0, help="sim seconds per wall second")
     p.add_argument("--mode", choices=("rf", "ntp"), default="rf", help="policy head")
+    p.add_argument("--executor", choices=EXECUTOR_MODES, default=None,
+                   help="chunk executor (default: the node's parameter; open_loop with --lockstep)")
+    p.add_argument("--replan-every", type=int, default=None,
+                   help="control ticks between chunks (default: the node's parameter; 8 with --lockstep)")
+    p.add_argument("--lockstep", action="store_true",
+                   help="no node, no DDS: the policy runs in this process and the sim waits for it")
+    p.add_argument("--noise-seed", type=int, default=0,
+                   help="--lockstep: base seed of the flow noise (repeat a seed with other noise)")
     p.add_argument("--params-file", type=Path, default=None, help="extra ROS parameters for the policy node")
     p.add_argument("--contract", type=Path, default=None, help="topic contract YAML (default: astribot)")
     p.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for the policy node")
@@ -238,6 +251,10 @@ def start_policy_node(args, out: Path) -> tuple[subprocess.Popen, Path]:
         "model_dir": str(model_dir), "autostart": True, "use_sim_time": True, "mode": args.mode,
         "episode_log": str(out / "episodes.jsonl"), "seed": int(args.seed),
         "contract_file": str(args.contract.resolve()) if args.contract else ""}}}
+    if args.executor:
+        params["clap_policy"]["ros__parameters"]["executor"] = args.executor
+    if args.replan_every:
+        params["clap_policy"]["ros__parameters"]["replan_every"] = int(args.replan_every)
     params_file = out / "policy_params.yaml"
     atomic_write_text(params_file, yaml.safe_dump(params, sort_keys=False))
     cmd = [policy_node_executable(), "--ros-args", "--params-file", str(params_file)]
@@ -397,10 +414,65 @@ def run_eval(args) -> dict:
         rclpy.try_shutdown()
 
 
+def run_lockstep(args) -> dict:
+    """The evaluation without node or DDS: ``clap_sim.rollout`` per seed, the same eval.json."""
+    from clap_train.policy import ClapPolicy
+
+    from .rollout import rollout
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    if args.episodes < 1:
+        raise EvalError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.policy == "scripted" or not Path(args.policy).expanduser().is_dir():
+        raise EvalError(f"--lockstep needs a policy directory, got --policy {args.policy}")
+    policy = ClapPolicy.load(Path(args.policy).expanduser())
+    task = TASKS[args.task]()
+    scene = task.make_scene(image_size=args.image_size)
+    rate = scene.rate_hz
+    executor, replan = args.executor or "open_loop", args.replan_every or 8
+    episodes, first = [], None
+    try:
+        bar = tqdm(range(args.episodes), desc=f"eval {args.task} (lock-step, {args.mode}, {executor})",
+                   unit="episode")
+        for i in bar:
+            seed = args.seed + i
+            t0 = time.monotonic()
+            r = rollout(policy, task, scene, seed, mode=args.mode, executor=executor, replan_every=replan,
+                        max_steps=args.steps, early_stop=not args.no_early_stop,
+                        keep_frames=(i == 0 and not args.no_video), noise_seed=args.noise_seed)
+            first = first or r
+            episodes.append({"episode": i, "seed": seed, "success": bool(r.success), "max_reward": r.max_reward,
+                             "steps": r.steps, "wall_s": round(time.monotonic() - t0, 3), "chunks": r.predictions})
+            bar.set_postfix(success=f"{sum(e['success'] for e in episodes)}/{len(episodes)}")
+        bar.close()
+    finally:
+        scene.close()
+    n_ok = sum(e["success"] for e in episodes)
+    summary = {
+        "task": args.task, "policy": str(Path(args.policy).resolve()), "mode": args.mode, "lockstep": True,
+        "executor": executor, "replan_every": replan, "episodes": len(episodes), "successes": n_ok,
+        "success_rate": n_ok / len(episodes), "first_seed": args.seed,
+        "mean_max_reward": float(np.mean([e["max_reward"] for e in episodes])),
+        "inference_latency_mean_ms": None, "per_episode": episodes,
+        "trajectories_png": str(out / "trajectories.png"),
+        "rollout_mp4": None if args.no_video else str(out / "rollout.mp4"),
+    }
+    times = np.arange(len(first.state)) / rate
+    plot_trajectories(out / "trajectories.png", times, first.state, first.target,
+                      [(t / rate, 1.0 / rate, c, 0.0) for t, c in first.chunks],
+                      f"{args.task}, seed {args.seed} (lock-step): predicted vs executed "
+                      f"({'success' if first.success else 'failure'})")
+    if not args.no_video and first.head_frames:
+        write_mp4(out / "rollout.mp4", first.head_frames, fps=rate / replan)
+    atomic_write_text(out / "eval.json", json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        summary = run_eval(args)
+        summary = run_lockstep(args) if args.lockstep else run_eval(args)
     except EvalError as exc:
         print(f"sim eval: {exc}", file=sys.stderr)
         return 1

@@ -1,13 +1,11 @@
 """Scripted episodes recorded to rosbag2 carry exactly the contract's topics and convert."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from clap_cli import clap
 from clap_sim.recorder import make_typestore
 from clap_sim.scripted import scripted_trajectory
 from clap_sim.tasks import make_task
@@ -16,13 +14,6 @@ from clap_train.data.images import ros_image_to_rgb
 from rosbags.rosbag2 import Reader
 
 STEPS = 24
-
-
-def clap(*args, timeout=240):
-    proc = subprocess.run([sys.executable, "-m", "clap_train.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ))
-    assert proc.returncode == 0, f"clap {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train": ("clap_train.train.cli", "train a stage: act-vae, vd-vae, ntp, post"),
     "label-videos": ("clap_train.train.label_videos", "write VD-VAE pseudo action tokens into a human-video dataset"),
-    "eval": ("clap_train.eval.cli", "evaluations: rate-distortion"),
+    "eval": ("clap_train.eval.cli", "evaluations: offline, rate-distortion, token-agreement"),
     "predict": ("clap_train.predict_cli", "run ClapPolicy on images from files and print the chunk"),
 }
 

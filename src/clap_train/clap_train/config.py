@@ -139,6 +139,42 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+BASE_KEY = "base"
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, section by section."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_yaml(path: str | pathlib.Path, _seen: tuple[pathlib.Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config as a dict; a ``base: FILE`` key (relative to this file) is loaded first and overridden.
+
+    Presets are written this way: ``config/train/demo/ntp.yaml`` names ``base: ../tiny/ntp.yaml``
+    and states only what differs.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: base files form a cycle: {' -> '.join(str(p) for p in (*_seen, path))}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
+    parent = loaded.pop(BASE_KEY, None)
+    if parent is None:
+        return loaded
+    return _merge(read_yaml(path.parent / str(parent), (*_seen, path.resolve())), loaded)
+
+
 def load_config(
     cls: type[T], path: str | pathlib.Path | None = None, overrides: list[str] | None = None
 ) -> T:
@@ -146,19 +182,8 @@ def load_config(
     data: dict[str, Any] = {}
     where = cls.__name__
     if path is not None:
-        path = pathlib.Path(path)
         where = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
-        data = loaded
+        data = read_yaml(path)
     base = to_dict(from_dict(cls, data, where)) if data else to_dict(cls())
     for item in overrides or []:
         if "=" not in item:

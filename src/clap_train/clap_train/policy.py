@@ -6,7 +6,8 @@ A policy directory (written atomically by ``save_policy``)::
     vlm/                   Qwen3-VL (config.json + model.safetensors) + tokenizer + image processor
     act_vae/               the Act-VAE that decodes action tokens (config.json + model.safetensors)
     flow_head.safetensors  the CLAP-RF DiT head (absent for an NTP-only policy)
-    stats.json             normalisation stats (q01/q99 of action and observation.state)
+    action_space.json      how actions are represented and normalised (data/action_space.py;
+                           a directory with only the older stats.json is absolute)
 
 ``predict`` takes HxWx3 uint8 frames per camera, resizes them to the training size, runs either
 constrained token decoding (``mode="ntp"``) + the Act-VAE decoder, or one prompt pass through the
@@ -31,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from clap_train.config import from_dict, to_dict
 from clap_train.cpus import limit_torch_threads
 from clap_train.data.images import resize_rgb
+from clap_train.data.action_space import ActionSpace
 from clap_train.data.normalize import Normalizer
 from clap_train.data.rotations import unwrap_vector_euler, wrap_vector_euler
 from clap_train.io import atomic_dir
@@ -89,7 +91,7 @@ class Prediction:
 
 
 def save_policy(path: str | pathlib.Path, meta: PolicyMeta, vlm, processor: VLMProcessor, act_vae: ActVAE,
-                normalizer: Normalizer, flow_head: FlowHead | None = None) -> pathlib.Path:
+                space: ActionSpace, flow_head: FlowHead | None = None) -> pathlib.Path:
     """Write a complete policy directory atomically (a reader never sees half of it)."""
     path = pathlib.Path(path)
     if (flow_head is None) != (meta.flow is None):
@@ -101,7 +103,7 @@ def save_policy(path: str | pathlib.Path, meta: PolicyMeta, vlm, processor: VLMP
         if flow_head is not None:
             state = {k: v.detach().contiguous().cpu() for k, v in flow_head.state_dict().items()}
             save_file(state, str(tmp / "flow_head.safetensors"), metadata={"model": "clap.flow_head"})
-        (tmp / "stats.json").write_text(json.dumps(normalizer.to_dict(), indent=1))
+        space.save(tmp)
         (tmp / "policy.json").write_text(json.dumps(to_dict(meta), indent=1))
     return path
 
@@ -110,10 +112,10 @@ class ClapPolicy:
     """Load a policy directory and predict action chunks (thread-safe: one lock around the model)."""
 
     def __init__(self, path: pathlib.Path, meta: PolicyMeta, vlm, processor: VLMProcessor, act_vae: ActVAE,
-                 normalizer: Normalizer, flow_head: FlowHead | None, device: torch.device, dtype: torch.dtype):
+                 space: ActionSpace, flow_head: FlowHead | None, device: torch.device, dtype: torch.dtype):
         self.path, self.meta = path, meta
         self.vlm, self.processor, self.act_vae, self.flow_head = vlm, processor, act_vae, flow_head
-        self.normalizer = normalizer
+        self.space = space
         self.device, self.dtype = device, dtype
         for module in (vlm, act_vae, flow_head):
             if module is not None:
@@ -143,7 +145,7 @@ class ClapPolicy:
         meta_file = path / "policy.json"
         if not meta_file.is_file():
             raise FileNotFoundError(f"{path} is not a CLAP policy directory (no policy.json)")
-        for needed in ("vlm/config.json", "act_vae/config.json", "stats.json"):
+        for needed in ("vlm/config.json", "act_vae/config.json"):
             if not (path / needed).is_file():
                 raise FileNotFoundError(f"policy {path} is incomplete: {needed} is missing")
         try:
@@ -170,10 +172,10 @@ class ClapPolicy:
                                    f"unexpected {unexpected[:5]}")
             flow_head.to(dev, tdtype).eval()
         try:
-            normalizer = Normalizer.from_dict(json.loads((path / "stats.json").read_text()))
-        except (json.JSONDecodeError, ValueError) as exc:
-            raise ValueError(f"{path / 'stats.json'}: {exc}") from exc
-        policy = cls(path, meta, vlm, processor, act_vae, normalizer, flow_head, dev, tdtype)
+            space = ActionSpace.load(path, meta.euler_indices)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"policy {path} is incomplete: {exc}") from exc
+        policy = cls(path, meta, vlm, processor, act_vae, space, flow_head, dev, tdtype)
         if warmup:
             policy.warmup()
         return policy
@@ -181,10 +183,12 @@ class ClapPolicy:
     def warmup(self) -> None:
         """One prediction per mode on black frames (first-call allocations happen here, not on the robot)."""
         black = {c: np.zeros((self.image_size, self.image_size, 3), np.uint8) for c in self.camera_names}
+        norm = self.space.normalizer
+        state = norm.unnormalize("observation.state", np.zeros(len(norm.low["observation.state"])))
         for mode in self.modes:
-            pred = self.predict(black, "warm up", mode=mode)
+            pred = self.predict(black, "warm up", state, mode=mode)
         if "rf" in self.modes:  # the guided (real-time chunking) sampler takes the autograd path
-            self.predict(black, "warm up", mode="rf", prev_chunk=pred.actions, inference_delay=1)
+            self.predict(black, "warm up", state, mode="rf", prev_chunk=pred.actions, inference_delay=1)
 
     # -- inference -----------------------------------------------------------------------------
     def _frames(self, images: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -203,14 +207,16 @@ class ClapPolicy:
             raise ValueError(f"no camera image given; expected some of {self.camera_names}")
         return frames
 
-    def _normalized_prev(self, prev_chunk: np.ndarray) -> torch.Tensor:
+    def _normalized_prev(self, prev_chunk: np.ndarray, state: np.ndarray | None) -> torch.Tensor:
         prev = np.asarray(prev_chunk, dtype=np.float64)
         if prev.ndim != 2 or prev.shape[1] != self.action_dim or len(prev) == 0:
             raise ValueError(f"prev_chunk must be [P, {self.action_dim}] with P >= 1, got {prev.shape}")
         if not np.all(np.isfinite(prev)):
             raise ValueError("prev_chunk contains NaN or inf")
         prev = unwrap_vector_euler(prev[: self.chunk_len], self.meta.euler_indices)
-        return torch.from_numpy(self.normalizer.normalize("action", prev).astype(np.float32))[None]
+        if self.space.representation == "relative" and state is None:
+            raise ValueError("this policy predicts actions relative to the robot state: give the state")
+        return torch.from_numpy(self.space.encode(prev, state))[None]
 
     def predict(self, images: Mapping[str, np.ndarray], instruction: str, state: np.ndarray | None = None,
                 mode: Literal["rf", "ntp"] = "rf", *, prev_chunk: np.ndarray | None = None,
@@ -237,13 +243,16 @@ class ClapPolicy:
         if inference_delay < 0:
             raise ValueError(f"inference_delay must be >= 0, got {inference_delay}")
         frames = self._frames(images)
-        guide_prev = self._normalized_prev(prev_chunk) if prev_chunk is not None else None
-        st = None
+        s = st = None
         if state is not None:
             s = np.asarray(state, dtype=np.float64).reshape(-1)
             if s.shape[0] != self.action_dim or not np.all(np.isfinite(s)):
                 raise ValueError(f"state must be {self.action_dim} finite numbers, got shape {s.shape}")
-            st = torch.from_numpy(self.normalizer.normalize("observation.state", s).astype(np.float32))[None]
+            st = torch.from_numpy(self.space.encode_state(s))[None]
+        elif self.space.representation == "relative":
+            raise ValueError("this policy predicts actions relative to the robot state: give the state "
+                             "(the node's use_state parameter)")
+        guide_prev = self._normalized_prev(prev_chunk, s) if prev_chunk is not None else None
         tokens = None
         subtask = ""
         with self._lock, torch.inference_mode(mode == "ntp"):
@@ -269,7 +278,7 @@ class ClapPolicy:
         # Far outside that range the head extrapolates (undertrained or diverging flow): keep the chunk
         # within the trained range plus a margin, so no output is many times the data's span.
         chunk = chunk.clamp(-ACTION_LIMIT, ACTION_LIMIT)
-        actions = self.normalizer.unnormalize("action", chunk.detach().float().cpu().numpy().astype(np.float64))
+        actions = self.space.decode(chunk.detach().float().cpu().numpy().astype(np.float64), s)
         if prev_chunk is not None and inference_delay > 0:
             d = min(inference_delay, len(prev_chunk), self.chunk_len)
             actions[:d] = unwrap_vector_euler(np.asarray(prev_chunk, np.float64)[: self.chunk_len],
@@ -322,4 +331,5 @@ def make_tiny_policy(path: str | pathlib.Path, seed: int = 0, image_size: int = 
                     p.normal_(0.0, 0.02)
     meta = PolicyMeta(image_size=vlm_cfg.image_size, num_queries=act_cfg.num_queries,
                       codebook_size=act_cfg.codebook_size, flow=flow_cfg, max_subtask_tokens=16)
-    return save_policy(path, meta, model, processor, act_vae, Normalizer.from_stats(tiny_stats()), head)
+    space = ActionSpace("absolute", Normalizer.from_stats(tiny_stats()), meta.euler_indices)
+    return save_policy(path, meta, model, processor, act_vae, space, head)

@@ -86,7 +86,7 @@ def test_normalizer_maps_quantiles_to_unit_range_numpy_and_torch():
     n = Normalizer.from_stats(stats)
     x = np.array([[0.0, -2.0, 5.0], [1.0, 2.0, 5.0], [0.5, 0.0, 5.0]])
     y = n.normalize("action", x)
-    np.testing.assert_allclose(y, [[-1, -1, 0], [1, 1, 0], [0, 0, 0]])
+    np.testing.assert_allclose(y, [[-1, -1, 0], [1, 1, 0], [0, 0, 0]])  # a constant dimension maps to 0
     np.testing.assert_allclose(n.unnormalize("action", y), x)
     yt = n.normalize("action", torch.tensor(x, dtype=torch.float32))
     assert isinstance(yt, torch.Tensor) and yt.dtype == torch.float32

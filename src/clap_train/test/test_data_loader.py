@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 
 import numpy as np
@@ -14,6 +15,7 @@ from clap_train.cli import main as clap_main
 from clap_train.data.contract import load_contract
 from clap_train.data.convert import convert_bags
 from clap_train.data.dataset import ClapDataset, MixedDataset, collate_samples
+from clap_train.data.images import resize_rgb
 from clap_train.data.synthetic_bag import CameraSetup, image_pattern, write_bag
 from clap_train.data.video import Mp4Writer, decode_all
 
@@ -119,3 +121,43 @@ def test_convert_videos_and_mixed_sampling(datasets, capsys):
     assert [mixed[i]["frame_index"] for i in range(5)] == [mixed[i]["frame_index"] for i in range(5)]
     with pytest.raises(ValueError, match="human_fraction"):
         MixedDataset(robot, human, human_fraction=1.0)
+
+
+def test_frame_cache_gives_the_pixels_of_decoding_and_is_rebuilt_when_the_dataset_changes(datasets):
+    cached = ClapDataset(datasets / "robot", future_offset=8, image_size=16, progress=False)
+    decoded = ClapDataset(datasets / "robot", future_offset=8, image_size=16, frame_cache=False)
+    for i in (0, 5, 13, len(cached) - 1, 3):
+        a, b = cached[i], decoded[i]
+        for cam in ("head", "left_wrist", "right_wrist"):
+            assert torch.equal(a["images"][cam], b["images"][cam]), (i, cam)
+        assert torch.equal(a["future_head"], b["future_head"])
+    # the decode path resizes with the live node's function: the cache holds exactly its output
+    head = decode_all(datasets / "robot/videos/observation.images.head/chunk-000/file-000.mp4")
+    assert np.array_equal(cached.frame_cache().frame("head", 7), resize_rgb(head[7], 16, 16))
+    meta = datasets / "robot/cache/frames-16px.json"
+    built = json.loads(meta.read_text())
+    assert built["shape"] == [len(cached), 3, 16, 16, 3]
+    # a second dataset object reuses the cache; a changed video file makes it rebuild
+    stamp = meta.stat().st_mtime_ns
+    ClapDataset(datasets / "robot", image_size=16, progress=False).frame_cache()
+    assert meta.stat().st_mtime_ns == stamp
+    video = datasets / "robot/videos/observation.images.head/chunk-000/file-000.mp4"
+    os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))
+    ClapDataset(datasets / "robot", image_size=16, progress=False).frame_cache()
+    assert json.loads(meta.read_text())["fingerprint"] != built["fingerprint"]
+
+
+def test_frame_cache_names_a_video_that_lacks_frames(datasets, tmp_path):
+    import shutil
+
+    copy = tmp_path / "robot"
+    shutil.copytree(datasets / "robot", copy, ignore=shutil.ignore_patterns("cache"))
+    video = copy / "videos/observation.images.left_wrist/chunk-000/file-000.mp4"
+    frames = decode_all(video)
+    with Mp4Writer(video, 30, frames.shape[2], frames.shape[1]) as w:
+        for f in frames[:5]:
+            w.write(f)
+    ds = ClapDataset(copy, image_size=16, progress=False)
+    with pytest.raises(ValueError, match="left_wrist.*file-000.mp4.*not in the video"):
+        ds[0]
+    assert not (copy / "cache/frames-16px.json").exists()  # nothing that looks complete was left

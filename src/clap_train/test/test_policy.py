@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from clap_train.data.action_space import ActionSpace
 from clap_train.data.normalize import Normalizer
 from clap_train.models.act_vae import ActVAEConfig
 from clap_train.models.flow_head import FlowHeadConfig
@@ -80,9 +81,9 @@ def test_save_then_load_gives_identical_outputs(tmp_path):
         for p in head.parameters():
             p.add_(0.01 * torch.randn_like(p))
     meta = PolicyMeta(image_size=64, num_queries=16, codebook_size=64, flow=flow_cfg, max_subtask_tokens=8)
-    norm = Normalizer.from_stats(tiny_stats())
-    live = ClapPolicy(tmp_path, meta, vlm, proc, act_vae, norm, head, torch.device("cpu"), torch.float32)
-    path = save_policy(tmp_path / "saved", meta, vlm, proc, act_vae, norm, head)
+    space = ActionSpace("absolute", Normalizer.from_stats(tiny_stats()), meta.euler_indices)
+    live = ClapPolicy(tmp_path, meta, vlm, proc, act_vae, space, head, torch.device("cpu"), torch.float32)
+    path = save_policy(tmp_path / "saved", meta, vlm, proc, act_vae, space, head)
     loaded = ClapPolicy.load(path, warmup=False)
     imgs = camera_frames(7)
     state = np.linspace(0.1, 0.9, 14)
@@ -142,8 +143,8 @@ def test_incomplete_or_ntp_only_directories(policy_dir, tmp_path):
     assert ntp_only.modes == ["ntp"]
     with pytest.raises(ValueError, match="no RF flow head"):
         ntp_only.predict(camera_frames(), "go", mode="rf")
-    (broken / "stats.json").unlink()
-    with pytest.raises(FileNotFoundError, match="stats.json"):
+    (broken / "action_space.json").unlink()
+    with pytest.raises(FileNotFoundError, match="action_space.json"):
         ClapPolicy.load(broken, warmup=False)
 
 
@@ -177,6 +178,6 @@ def test_predictions_stay_within_the_trained_action_range(policy_dir, monkeypatc
     policy = ClapPolicy.load(policy_dir, warmup=False)
     monkeypatch.setattr(policy.flow_head, "sample", lambda *a, **k: torch.full((1, 32, 14), 50.0))
     pred = policy.predict({"head": np.zeros((64, 64, 3), np.uint8)}, "go", mode="rf")
-    limit = policy.normalizer.unnormalize("action", np.full((1, 14), 1.5))[0]
+    limit = policy.space.normalizer.unnormalize("action", np.full((1, 14), 1.5))[0]
     pos = [0, 1, 2, 6, 7, 8, 9, 13]  # positions and grippers (Euler angles are re-wrapped)
     np.testing.assert_allclose(pred.actions[:, pos], np.broadcast_to(limit[pos], (32, 8)), rtol=1e-5, atol=1e-5)

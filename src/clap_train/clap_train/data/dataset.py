@@ -6,18 +6,22 @@
   the dataset lacks), ``image_mask`` bool [3] (which cameras exist);
 * ``future_head``: the head frame at t + future_offset (clamped to the episode's last frame), for
   the video model;
-* ``action``: float32 [chunk_len, 14], actions t .. t+chunk_len-1 normalised to [-1, 1] with the
-  dataset's q01/q99 (meta/stats.json), padded past the episode end by repeating the last action,
-  ``action_pad`` bool [chunk_len] (True = padding); ``state`` float32 [14] normalised;
-  Euler angles are put on the branch where the state at t lies in [-pi, pi) (the same shift for
-  the whole chunk, so it stays continuous), which is what the live node sees;
+* ``action``: float32 [chunk_len, 14], actions t .. t+chunk_len-1 in the model's action space
+  (``action_space``, an :class:`~clap_train.data.action_space.ActionSpace`; default: absolute
+  poses normalised with the dataset's q01/q99 from meta/stats.json), padded past the episode end
+  by repeating the last action, ``action_pad`` bool [chunk_len] (True = padding); ``state``
+  float32 [14] normalised; Euler angles are put on the branch where the state at t lies in
+  [-pi, pi) (the same shift for the whole chunk, so it stays continuous), which is what the live
+  node sees (``raw(i)`` gives state and chunk in robot units);
 * human-video datasets (no action feature): action and state zeros, action_pad all True;
 * ``is_robot``, ``instruction``, ``subtask``, ``episode_index``, ``frame_index``.
 
-Random access without decoding a whole video: the converter writes H.264 with a keyframe every
-8 frames, and :class:`~clap_train.data.video.VideoFrameReader` seeks to the keyframe before the
-wanted frame and decodes at most 7 more (sequential reads continue without a seek). Open readers
-are cached per worker process (an LRU of ``max_open_videos``).
+Frames come from a :class:`~clap_train.data.frame_cache.FrameCache` (every frame decoded once at
+the training size and memory-mapped; built on the first image read, rebuilt when the dataset
+changes). With ``frame_cache=False`` each frame is decoded on demand: the converter writes H.264
+with a keyframe every 8 frames, and :class:`~clap_train.data.video.VideoFrameReader` seeks to the
+keyframe before the wanted frame and decodes at most 7 more (an LRU of ``max_open_videos`` open
+readers per worker process). Both paths resize with the live node's ``resize_rgb``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,10 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
+from clap_train.data.action_space import ActionSpace
 from clap_train.data.align import canonical_branch
+from clap_train.data.frame_cache import FrameCache
+from clap_train.data.images import resize_rgb
 from clap_train.data.normalize import Normalizer
 from clap_train.data.video import VideoFrameReader
 
@@ -76,6 +83,8 @@ class ClapDataset(Dataset):
         image_size: int = 224,
         max_open_videos: int = 24,
         load_images: bool = True,
+        frame_cache: bool = True,
+        progress: bool = True,
     ):
         if chunk_len < 1 or future_offset < 0 or image_size < 8:
             raise ValueError(
@@ -87,6 +96,8 @@ class ClapDataset(Dataset):
         # False: samples carry no "images"/"future_head" (no video is decoded), for stages that
         # read only actions (the Act-VAE).
         self.load_images = load_images
+        self.use_frame_cache, self.progress = frame_cache, progress
+        self._cache: FrameCache | None = None
         self.info = _read_json(self.root / "meta" / "info.json")
         if self.info.get("codebase_version") != "v3.0":
             raise DatasetError(
@@ -112,6 +123,7 @@ class ClapDataset(Dataset):
             raise DatasetError(f"{self.root / 'meta' / 'episodes'}: episode indices are not 0..N-1")
         self._euler = []
         contract_path = self.root / "meta" / "contract.yaml"
+        self.action_space: ActionSpace | None = None
         if self.is_robot:
             self.normalizer = Normalizer.from_stats_file(self.root / "meta" / "stats.json")
             if contract_path.is_file():
@@ -122,6 +134,7 @@ class ClapDataset(Dataset):
                 ).action.euler_indices
             else:
                 self._euler = [i for i, n in enumerate(self.action_names) if n.endswith(("roll", "pitch", "yaw"))]
+            self.action_space = ActionSpace("absolute", self.normalizer, self._euler)
         else:
             self.normalizer = None
         columns = ["episode_index", "frame_index", "task_index"]
@@ -167,10 +180,29 @@ class ClapDataset(Dataset):
         return len(self._ep)
 
     def __getstate__(self) -> dict:
-        # open video decoders cannot be pickled (DataLoader workers with spawn): reopen lazily
+        # open video decoders and memory maps are not pickled (DataLoader workers with spawn): reopen lazily
         state = self.__dict__.copy()
         state["_readers"] = collections.OrderedDict()
+        state["_cache"] = None
         return state
+
+    def frame_cache(self) -> FrameCache:
+        """The dataset's frame cache at ``image_size`` (built on first call when missing or stale)."""
+        if self._cache is None:
+            cams = [c for c in CAMERAS if c in self.camera_keys]
+            self._cache = FrameCache.open(self.root, self.image_size, cams, self._videos_of, len(self),
+                                          progress=self.progress)
+        return self._cache
+
+    def _videos_of(self, cam: str) -> list[tuple[pathlib.Path, list[tuple[int, int, int]]]]:
+        """(video file, [(first dataset row, first frame in the file, frame count)]) of one camera."""
+        key = self.camera_keys[cam]
+        files: dict[pathlib.Path, list[tuple[int, int, int]]] = {}
+        for row in self.episodes:
+            ep = int(row["episode_index"])
+            offset = int(round(row.get(f"videos/{key}/from_timestamp", 0.0) * self.fps))
+            files.setdefault(self._video_path(key, ep), []).append((self._start[ep], offset, self._length[ep]))
+        return list(files.items())
 
     # -- videos ---------------------------------------------------------------------------
     def _video_path(self, key: str, ep: int) -> pathlib.Path:
@@ -179,7 +211,14 @@ class ClapDataset(Dataset):
             video_key=key, chunk_index=row[f"videos/{key}/chunk_index"], file_index=row[f"videos/{key}/file_index"]
         )
 
-    def _frame_image(self, key: str, ep: int, frame: int) -> torch.Tensor:
+    def _frame_image(self, cam: str, ep: int, frame: int) -> torch.Tensor:
+        if self.use_frame_cache:
+            rgb = self.frame_cache().frame(cam, self._start[ep] + frame)
+        else:
+            rgb = resize_rgb(self._decode(self.camera_keys[cam], ep, frame), self.image_size, self.image_size)
+        return torch.as_tensor(np.array(rgb)).permute(2, 0, 1).float().div_(255.0)
+
+    def _decode(self, key: str, ep: int, frame: int) -> np.ndarray:
         if os.getpid() != self._pid:  # a DataLoader worker: never share decoders across processes
             self._readers = collections.OrderedDict()
             self._pid = os.getpid()
@@ -189,15 +228,20 @@ class ClapDataset(Dataset):
         while len(self._readers) > self.max_open_videos:
             self._readers.popitem(last=False)[1].close()
         offset = self.episodes[ep].get(f"videos/{key}/from_timestamp", 0.0) * self.fps
-        rgb = reader.get(int(round(offset)) + frame)
-        img = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
-        if img.shape[1] != self.image_size or img.shape[2] != self.image_size:
-            img = torch.nn.functional.interpolate(
-                img[None], size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False
-            )[0].clamp_(0, 1)
-        return img
+        return reader.get(int(round(offset)) + frame)
 
     # -- samples --------------------------------------------------------------------------
+    def raw(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Frame ``i``'s state [D], action chunk [H, D] (robot units, state's Euler branch) and padding."""
+        if not self.is_robot:
+            raise DatasetError(f"{self.root} has no actions (a human-video dataset)")
+        ep, t = int(self._ep[i]), int(self._frame[i])
+        n, start, H = self._length[ep], self._start[ep], self.chunk_len
+        steps = np.minimum(np.arange(t, t + H), n - 1)
+        pad = np.arange(t, t + H) > n - 1
+        state, chunk = canonical_branch(self._state[i], self._action[start + steps], self._euler)
+        return state, chunk, pad
+
     def __getitem__(self, i: int) -> dict:
         i = int(i)
         if not 0 <= i < len(self):
@@ -209,24 +253,20 @@ class ClapDataset(Dataset):
         for cam in CAMERAS:
             key = self.camera_keys.get(cam)
             if self.load_images:
-                images[cam] = self._frame_image(key, ep, t) if key else torch.zeros(3, S, S)
+                images[cam] = self._frame_image(cam, ep, t) if key else torch.zeros(3, S, S)
             mask.append(key is not None)
         head_key = self.camera_keys.get("head")
         future = None
         if self.load_images:
             future = (
-                self._frame_image(head_key, ep, min(t + self.future_offset, n - 1)) if head_key
+                self._frame_image("head", ep, min(t + self.future_offset, n - 1)) if head_key
                 else torch.zeros(3, S, S)
             )
         H = self.chunk_len
         if self.is_robot:
-            start = self._start[ep]
-            steps = np.minimum(np.arange(t, t + H), n - 1)
-            pad = np.arange(t, t + H) > n - 1
-            state, chunk = canonical_branch(self._state[i], self._action[start + steps], self._euler)
-            action = self.normalizer.normalize(ACTION_KEY, chunk).astype(np.float32)
-            state = self.normalizer.normalize(STATE_KEY, state).astype(np.float32)
-            dim = action.shape[1]
+            state, chunk, pad = self.raw(i)
+            action = self.action_space.encode(chunk, state)
+            state = self.action_space.encode_state(state)
         else:
             dim = 14
             action = np.zeros((H, dim), np.float32)

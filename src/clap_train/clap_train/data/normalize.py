@@ -3,8 +3,13 @@
 The statistics come from a dataset's ``meta/stats.json`` (LeRobot format, with quantiles q01
 and q99 per dimension). A checkpoint stores :meth:`Normalizer.to_dict` so that the deployed
 policy de-normalises with exactly the numbers it was trained with. Values outside [q01, q99]
-map linearly outside [-1, 1] (no clipping unless asked). A dimension that never varies
-(q99 - q01 < eps) maps to 0 and back to its q01 value.
+map linearly outside [-1, 1] (no clipping unless asked).
+
+A dimension that barely varies gets a floor on its half-range (``min_half``, 1e-3 robot units:
+a millimetre, a milliradian), as ACT floors its standard deviation at 0.01. A dimension that
+never varies then maps to 0, and a model's output there, whatever it is (a flow head returns
+some of its input noise on a dimension it has no signal for), comes back within a few
+millimetres of the constant instead of a full unit away from it.
 
 Written by hand: it is a dozen lines of arithmetic on numpy arrays or torch tensors, and
 LeRobot's own normaliser lives inside its policy modules (not importable here).
@@ -25,10 +30,12 @@ DEFAULT_KEYS = ("observation.state", "action")
 class Normalizer:
     """Maps each dimension's [q01, q99] to [-1, 1] for a few features (``observation.state``, ``action``)."""
 
-    def __init__(self, low: Mapping[str, Any], high: Mapping[str, Any], eps: float = 1e-6):
+    def __init__(self, low: Mapping[str, Any], high: Mapping[str, Any], min_half: float = 1e-3):
         if set(low) != set(high):
             raise ValueError(f"low and high name different features: {sorted(low)} vs {sorted(high)}")
-        self.eps = float(eps)
+        if min_half <= 0:
+            raise ValueError(f"min_half must be positive, got {min_half}")
+        self.min_half = float(min_half)
         self.low = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in low.items()}
         self.high = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in high.items()}
         for k in self.low:
@@ -70,29 +77,23 @@ class Normalizer:
         if key not in self.low:
             raise KeyError(f"no normalisation stats for {key!r}; have {self.keys}")
         low, high = self.low[key], self.high[key]
-        span = high - low
-        flat = span < self.eps
-        center = np.where(flat, low, (high + low) / 2.0)
-        half = np.where(flat, 1.0, span / 2.0)
+        center = (high + low) / 2.0
+        half = np.maximum((high - low) / 2.0, self.min_half)
         if like.shape[-1] != low.shape[0]:
             raise ValueError(f"{key}: expected a last axis of {low.shape[0]}, got shape {tuple(like.shape)}")
         if _is_torch(like):
             import torch
 
-            return (
-                torch.as_tensor(center, dtype=like.dtype, device=like.device),
-                torch.as_tensor(half, dtype=like.dtype, device=like.device),
-                torch.as_tensor(flat, device=like.device),
-            )
+            return (torch.as_tensor(center, dtype=like.dtype, device=like.device),
+                    torch.as_tensor(half, dtype=like.dtype, device=like.device))
         dtype = like.dtype if np.issubdtype(like.dtype, np.floating) else np.float64
-        return center.astype(dtype), half.astype(dtype), flat
+        return center.astype(dtype), half.astype(dtype)
 
     def normalize(self, key: str, x: Any, clip: bool = False) -> Any:
         """Robot units -> [-1, 1] (numpy array or torch tensor, last axis = feature dim)."""
         x = x if _is_torch(x) else np.asarray(x)
-        center, half, flat = self._params(key, x)
+        center, half = self._params(key, x)
         y = (x - center) / half
-        y = y * (~flat if _is_torch(y) else (~flat).astype(y.dtype))
         if clip:
             y = y.clamp(-1, 1) if _is_torch(y) else np.clip(y, -1, 1)
         return y
@@ -100,7 +101,7 @@ class Normalizer:
     def unnormalize(self, key: str, y: Any) -> Any:
         """[-1, 1] -> robot units."""
         y = y if _is_torch(y) else np.asarray(y)
-        center, half, flat = self._params(key, y)
+        center, half = self._params(key, y)
         return y * half + center
 
     def to_dict(self) -> dict[str, dict[str, list[float]]]:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from clap_train.data.action_space import ActionSpace
 from clap_train.data.normalize import Normalizer
 
 FPS = 30
@@ -45,6 +46,7 @@ COLORS = {
     "purple": (150, 60, 190), "orange": (240, 140, 30), "cyan": (40, 200, 210), "white": (240, 240, 240),
 }
 _YAW = (5, 12)  # yaw columns of the 14-D layout
+EULER_INDICES = [i for i, n in enumerate(ACTION_NAMES) if n.endswith(("roll", "pitch", "yaw"))]
 
 
 def wrap_to_pi(x: np.ndarray) -> np.ndarray:
@@ -320,16 +322,22 @@ class SyntheticDataset(Dataset):
         self.images, self.human = images, human
         self.stats = stats or compute_stats(self.episodes, chunk_len)
         self.normalizer = Normalizer.from_stats(self.stats)
+        self.action_space = ActionSpace("absolute", self.normalizer, EULER_INDICES)
         self.index = [(e, t) for e, ep in enumerate(self.episodes) for t in range(0, ep.length, frame_stride)]
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def chunk(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised action chunk [chunk_len, 14] and pad mask of item ``i`` (also for human items)."""
+    def raw(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Item ``i``'s state [14], action chunk [chunk_len, 14] (robot units) and pad mask."""
         e, t = self.index[i]
         raw, pad = _chunk(self.episodes[e].action, t, self.chunk_len)
-        return self.normalizer.normalize("action", chunk_unwrap(raw)).astype(np.float32), pad
+        return self.episodes[e].state[t].astype(np.float64), chunk_unwrap(raw), pad
+
+    def chunk(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Model-space action chunk [chunk_len, 14] and pad mask of item ``i`` (also for human items)."""
+        state, raw, pad = self.raw(i)
+        return self.action_space.encode(raw, state), pad
 
     def image(self, e: int, t: int, camera: str) -> torch.Tensor:
         look = "human" if self.human else "robot"
@@ -352,8 +360,7 @@ class SyntheticDataset(Dataset):
             sample["state"] = torch.zeros(14)
         else:
             sample["action"] = torch.from_numpy(chunk)
-            state = self.normalizer.normalize("observation.state", ep.state[t].astype(np.float64))
-            sample["state"] = torch.from_numpy(state.astype(np.float32))
+            sample["state"] = torch.from_numpy(self.action_space.encode_state(ep.state[t]))
         sample["action_pad"] = torch.ones(self.chunk_len, dtype=torch.bool) if self.human else torch.from_numpy(pad)
         sample["is_robot"] = not self.human
         sample["instruction"] = ep.instruction

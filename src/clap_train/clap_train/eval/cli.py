@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 EVALS: dict[str, tuple[str, str]] = {
+    "offline": ("clap_train.eval.offline",
+                "a policy's chunks vs recorded ones per dimension group, baselines, compounding check"),
     "rate-distortion": ("clap_train.eval.rate_distortion", "Act-VAE rate-distortion sweep (Table V, Eq. 8)"),
     "token-agreement": ("clap_train.eval.token_agreement",
                         "VD-VAE tokens of robot transitions vs Act-VAE tokens of their true chunks"),

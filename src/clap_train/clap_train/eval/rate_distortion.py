@@ -159,13 +159,16 @@ def sweep(grid: Sequence[tuple[int, int]], config: pathlib.Path | None, out: pat
                 raise RuntimeError(f"training Nq={nq}, K={k} failed (see {run_dir})")
         model = ActVAE.from_pretrained(run_dir / "act_vae")
         if eval_chunks is None:
+            from clap_train.data.action_space import load_action_space
+
             stats = json.loads((run_dir / "act_vae" / "stats.json").read_text())
+            space = load_action_space(run_dir / "act_vae")
             if synthetic is not None:  # held-out episodes: another seed, the training normalisation
                 ds, _ = trainer.open_dataset(None, heldout, base.model.chunk_len, images=False,
                                              episode_len=base.synthetic_episode_len, seed=base.synthetic_seed + 9_973,
-                                             stats=stats)
+                                             stats=stats, action_space=space)
             else:
-                ds, _ = trainer.open_dataset(dataset, None, base.model.chunk_len)
+                ds, _ = trainer.open_dataset(dataset, None, base.model.chunk_len, images=False, action_space=space)
             eval_chunks = heldout_chunks(ds)
         mse, ppl = evaluate(model, *eval_chunks)
         points.append(RDPoint(nq, k, mse, psnr_of(mse), rate_of(nq, k, mse, base.model.chunk_len, rate_dim), ppl))

@@ -89,8 +89,11 @@ def run(args: argparse.Namespace) -> int:
         act = model.act_vae.config
         stats_path = args.stats or (args.vd_vae / "stats.json")
         stats = json.loads(stats_path.read_text()) if stats_path.is_file() else None
+        from clap_train.data.action_space import load_action_space
+
         ds, _ = open_dataset(args.dataset, args.synthetic, act.chunk_len, act.chunk_len, model.config.image_size,
-                             seed=args.seed, episode_len=args.episode_len, stats=stats)
+                             seed=args.seed, episode_len=args.episode_len, stats=stats,
+                             action_space=load_action_space(args.vd_vae))
         result = token_agreement(model, ds, limit=args.limit)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"clap eval token-agreement: {exc}", file=sys.stderr)

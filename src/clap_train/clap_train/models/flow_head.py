@@ -48,6 +48,8 @@ class FlowHeadConfig:
     heads: int = 4
     ffn_mult: int = 4
     num_steps: int = 10  # Euler steps at inference
+    use_state: bool = True  # condition on the robot state (False: images and instruction only)
+    temperature: float = 1.0  # std of the starting noise at inference (0: one deterministic chunk)
     beta_a: float = 1.5
     beta_b: float = 1.0
 
@@ -64,6 +66,8 @@ class FlowHeadConfig:
             raise ValueError(f"FlowHeadConfig.d_model ({self.d_model}) must be divisible by heads ({self.heads})")
         if self.beta_a <= 0 or self.beta_b <= 0:
             raise ValueError("FlowHeadConfig.beta_a and beta_b must be positive")
+        if self.temperature < 0:
+            raise ValueError(f"FlowHeadConfig.temperature must be >= 0, got {self.temperature}")
 
     @property
     def depth_needed(self) -> int:
@@ -175,7 +179,7 @@ class FlowHead(nn.Module):
         """
         w = self.action_in.weight
         c = self.time_mlp(timestep_embedding(t, self.config.d_model).to(w.dtype))
-        if state is not None:
+        if state is not None and self.config.use_state:
             s = self.state_in(state.to(w.dtype))
             if state_mask is not None:
                 s = s * state_mask.to(s.dtype)[:, None]
@@ -231,6 +235,9 @@ class FlowHead(nn.Module):
         times = (torch.arange(steps, device=ctx.device, dtype=torch.float32) / steps).repeat_interleave(b)
         per_step = self.modulations(times, None if state is None else state.repeat(steps, 1))
         per_step = [m.view(steps, b, *m.shape[1:]) for m in per_step]
+        if noise is None:
+            noise = self.config.temperature * torch.randn((b, self.config.chunk_len, self.config.action_dim),
+                                                          generator=generator)
         return euler_sample(lambda x, t, k: self(x, None, kvs, ctx_pad, mods=[m[k] for m in per_step]), b,
                             (self.config.chunk_len, self.config.action_dim), steps,
                             generator=generator, guide=guide, noise=noise, device=ctx.device,

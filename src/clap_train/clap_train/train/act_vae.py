@@ -5,8 +5,10 @@ episodes (``--synthetic N``). Only the normalised action chunk and its padding m
 The codebook has its own learning rate (a separate optimiser param group). Codebook health is
 logged every step (perplexity, dead codes) and dead codes are re-seeded from recent encoder
 outputs every ``reseed_every`` steps, because a collapsed codebook silently ruins every later
-stage. At the end the model is exported to ``RUN_DIR/act_vae`` (config.json, model.safetensors,
-stats.json for de-normalisation).
+stage. Before training the stage fits the action space (``actions``: ``relative`` per-arm deltas to
+the state, or ``absolute`` poses; see data/action_space.py) on the dataset; every later stage and
+the deployed policy use that space. At the end the model is exported to ``RUN_DIR/act_vae``
+(config.json, model.safetensors, action_space.json, and the dataset's stats.json).
 
     clap train act-vae --config config/train/act_vae.yaml --synthetic 200 --run-dir runs/act_vae
     clap train act-vae --config ... --run-dir runs/act_vae --resume     # after a crash / kill -9
@@ -26,6 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from clap_train.config import ConfigError, load_config, save_config
+from clap_train.data.action_space import REPRESENTATIONS, ActionSpace, fit_action_space
 from clap_train.io import atomic_write_text
 from clap_train.models.act_vae import ActVAE, ActVAEConfig
 from clap_train.train.loop import LoopConfig, Stage, run_loop
@@ -38,6 +41,7 @@ class ActVAETrainConfig:
     codebook_lr: float = 1e-3  # Table IX: separate, larger codebook learning rate
     reseed_every: int = 100  # steps between dead-code re-seeding passes (0 = never)
     dead_threshold: float = 0.0  # usage EMA below which a code counts as dead (0 = 1/(16 K))
+    actions: str = "absolute"  # action representation the whole pipeline learns in: absolute | relative
     synthetic_episode_len: int = 150
     synthetic_seed: int = 0
 
@@ -48,6 +52,8 @@ class ActVAETrainConfig:
             raise ValueError(f"reseed_every must be >= 0, got {self.reseed_every}")
         if self.dead_threshold < 0:
             raise ValueError(f"dead_threshold must be >= 0, got {self.dead_threshold}")
+        if self.actions not in REPRESENTATIONS:
+            raise ValueError(f"actions must be one of {list(REPRESENTATIONS)}, got {self.actions!r}")
 
 
 class ActionChunks(Dataset):
@@ -73,8 +79,21 @@ class ActionChunks(Dataset):
 
 def open_dataset(dataset: str | None, synthetic: int | None, chunk_len: int, future_offset: int = 32,
                  image_size: int = 224, *, images: bool = True, episode_len: int = 150, seed: int = 0,
-                 human: bool = False, stats: dict[str, Any] | None = None):
-    """A contract-3 dataset: ClapDataset(DIR) or SyntheticDataset(N); returns (dataset, stats dict)."""
+                 human: bool = False, stats: dict[str, Any] | None = None, action_space: ActionSpace | None = None,
+                 progress: bool = True):
+    """A contract-3 dataset: ClapDataset(DIR) or SyntheticDataset(N); returns (dataset, stats dict).
+
+    ``action_space`` (the Act-VAE's) sets how its action chunks are represented and normalised.
+    """
+    ds, stats_out = _open_dataset(dataset, synthetic, chunk_len, future_offset, image_size, images=images,
+                                  episode_len=episode_len, seed=seed, human=human, stats=stats, progress=progress)
+    if action_space is not None and getattr(ds, "action_space", None) is not None:
+        ds.action_space = action_space
+    return ds, stats_out
+
+
+def _open_dataset(dataset, synthetic, chunk_len, future_offset, image_size, *, images, episode_len, seed, human,
+                  stats, progress):
     if (dataset is None) == (synthetic is None):
         raise ConfigError("give exactly one of --dataset DIR or --synthetic N")
     if synthetic is not None:
@@ -90,7 +109,7 @@ def open_dataset(dataset: str | None, synthetic: int | None, chunk_len: int, fut
     from clap_train.data.dataset import ClapDataset
 
     ds = ClapDataset(root, chunk_len=chunk_len, future_offset=future_offset, image_size=image_size,
-                     load_images=images)
+                     load_images=images, progress=progress)
     stats_path = root / "meta" / "stats.json"
     stats_out = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
     return ds, stats_out
@@ -133,9 +152,10 @@ def make_stage(model: ActVAE, dataset: Dataset, cfg: ActVAETrainConfig) -> Stage
     )
 
 
-def export(model: ActVAE, stats: dict[str, Any], out_dir: pathlib.Path) -> pathlib.Path:
+def export(model: ActVAE, stats: dict[str, Any], space: ActionSpace, out_dir: pathlib.Path) -> pathlib.Path:
     model.save_pretrained(out_dir)
     atomic_write_text(out_dir / "stats.json", json.dumps(stats, indent=1))
+    space.save(out_dir)
     return out_dir
 
 
@@ -156,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(ActVAETrainConfig, args.config, args.set)
         dataset, stats = open_dataset(args.dataset, args.synthetic, cfg.model.chunk_len, images=False,
                                       episode_len=cfg.synthetic_episode_len, seed=cfg.synthetic_seed)
+        space = fit_action_space(dataset, cfg.actions)
+        dataset.action_space = space
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"clap train act-vae: {exc}", file=sys.stderr)
         return 2
@@ -167,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_loop(make_stage(model, ActionChunks(dataset), cfg), cfg.loop, run_dir, resume=args.resume,
                       progress=not args.no_progress, stop_after=args.stop_after)
     if result.final_step >= cfg.loop.steps:
-        out = export(model, stats, run_dir / "act_vae")
+        out = export(model, stats, space, run_dir / "act_vae")
         last = result.history[-1] if result.history else {}
         print(f"act-vae: step {result.final_step}, recon {last.get('recon_loss', float('nan')):.3g}, "
               f"psnr {last.get('psnr', float('nan')):.2f} dB, perplexity {last.get('perplexity', float('nan')):.1f}; "

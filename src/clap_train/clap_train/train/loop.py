@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
@@ -209,6 +210,9 @@ def run_loop(
     bar = tqdm(total=stop, initial=start, desc=stage.name, disable=not (progress and accelerator.is_main_process),
                dynamic_ncols=True)
     step = start
+    # wall-clock seconds of training so far (carried over a resume), for learning curves
+    elapsed0 = float(history[-1].get("elapsed_s", 0.0)) if history else 0.0
+    t_start = time.monotonic()
     model.train()
     for batch in loader:
         torch.manual_seed(config.seed * 7_919 + step)
@@ -229,15 +233,17 @@ def run_loop(
         step += 1
         if stage.after_step is not None:
             stage.after_step(accelerator.unwrap_model(model), step)
-        record = {"step": step, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0]}
+        record = {"step": step, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0],
+                  "elapsed_s": elapsed0 + time.monotonic() - t_start}
         record.update({k: float(v) for k, v in metrics.items()})
         history.append(record)
         bar.update(1)
         if step % config.log_every == 0 or step == stop:
-            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("step",)}, refresh=False)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in ("step", "elapsed_s")},
+                            refresh=False)
             if writer is not None:
                 for k, v in record.items():
-                    if k != "step":
+                    if k not in ("step", "elapsed_s"):
                         writer.add_scalar(f"{stage.name}/{k}", v, step)
         if accelerator.is_main_process and (step % config.save_every == 0 or step == stop):
             last_ckpt = save_checkpoint(run_dir, step, accelerator.unwrap_model(model), optimizer, scheduler,

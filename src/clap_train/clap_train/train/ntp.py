@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from clap_train.config import ConfigError, load_config, save_config
-from clap_train.data.normalize import Normalizer
+from clap_train.data.action_space import ActionSpace, load_action_space
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.ntp import ActionVocab, add_action_tokens, batch_images, encode_batch, target_loss
 from clap_train.models.vlm import VLMConfig, VLMProcessor, build_vlm
@@ -156,8 +156,11 @@ class TokenTargets(Dataset):
 
 
 def open_mixed(args: argparse.Namespace, cfg: Any, chunk_len: int, image_size: int, num_queries: int,
-               human: bool = True) -> tuple[Dataset, dict[str, Any]]:
-    """Robot (+ human) datasets as one contract-3 dataset, and the robot stats for de-normalisation.
+               space: ActionSpace | None, human: bool = True) -> tuple[Dataset, ActionSpace]:
+    """Robot (+ human) datasets as one contract-3 dataset, and the action space of its robot actions.
+
+    ``space`` is the Act-VAE's; None (an Act-VAE exported without one) keeps the dataset's own
+    absolute space.
 
     A human dataset's VD-VAE pseudo tokens come from its ``meta/pseudo_tokens.parquet`` sidecar
     (``clap label-videos``); without one its samples train on their subtask text only.
@@ -167,20 +170,23 @@ def open_mixed(args: argparse.Namespace, cfg: Any, chunk_len: int, image_size: i
     from clap_train.train.label_videos import SIDECAR, WithPseudoTokens
 
     robot, stats = open_dataset(args.dataset, args.synthetic, chunk_len, image_size=image_size,
-                                episode_len=cfg.synthetic_episode_len, seed=cfg.synthetic_seed)
+                                episode_len=cfg.synthetic_episode_len, seed=cfg.synthetic_seed, action_space=space,
+                                progress=not getattr(args, "no_progress", False))
+    space = robot.action_space
     robot = TokenTargets(robot, num_queries)
     if not human or (args.human_dataset is None and args.human_synthetic is None):
-        return robot, stats
+        return robot, space
     people, _ = open_dataset(args.human_dataset, args.human_synthetic, chunk_len, image_size=image_size,
                              episode_len=cfg.synthetic_episode_len, seed=cfg.synthetic_seed + 1, human=True,
-                             stats=stats if args.human_synthetic is not None else None)
+                             stats=stats if args.human_synthetic is not None else None,
+                             progress=not getattr(args, "no_progress", False))
     if args.human_dataset is not None:
         if (pathlib.Path(args.human_dataset) / SIDECAR).is_file():
             people = WithPseudoTokens(people, args.human_dataset)
         else:
             print(f"warning: {pathlib.Path(args.human_dataset) / SIDECAR} not found: human samples train on "
                   "their subtask text only (run clap label-videos first)", file=sys.stderr)
-    return MixedDataset(robot, TokenTargets(people, num_queries), cfg.human_fraction), stats
+    return MixedDataset(robot, TokenTargets(people, num_queries), cfg.human_fraction), space
 
 
 def collate():
@@ -219,9 +225,9 @@ def run(args: argparse.Namespace) -> int:
         if args.act_vae:
             cfg = dataclasses.replace(cfg, act_vae=args.act_vae)
         act_vae = load_act_vae(cfg.act_vae)
-        dataset, stats = open_mixed(args, cfg, act_vae.config.chunk_len, cfg.vlm.image_size,
-                                    act_vae.config.num_queries)
-        normalizer = Normalizer.from_stats(stats)
+        space = load_action_space(cfg.act_vae)
+        dataset, space = open_mixed(args, cfg, act_vae.config.chunk_len, cfg.vlm.image_size,
+                                    act_vae.config.num_queries, space)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"clap train ntp: {exc}", file=sys.stderr)
         return 2
@@ -239,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
                           rate_hz=cfg.rate_hz, image_size=processor.image_size,
                           num_queries=act_vae.config.num_queries, codebook_size=act_vae.config.codebook_size,
                           max_subtask_tokens=cfg.max_subtask_tokens)
-        out = save_policy(run_dir / "policy", meta, vlm, processor, act_vae.cpu(), normalizer)
+        out = save_policy(run_dir / "policy", meta, vlm, processor, act_vae.cpu(), space)
         last = result.history[-1] if result.history else {}
         print(f"ntp: step {result.final_step}, loss {last.get('loss', float('nan')):.4g}, action-token acc "
               f"{last.get('action_token_acc', float('nan')):.3f}; policy exported to {out}")

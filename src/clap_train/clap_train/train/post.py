@@ -31,7 +31,7 @@ from typing import Any, Literal
 import torch
 
 from clap_train.config import ConfigError, load_config, save_config
-from clap_train.data.normalize import Normalizer
+from clap_train.data.action_space import load_action_space
 from clap_train.models.flow_head import FlowHead, FlowHeadConfig, default_feature_layers
 from clap_train.models.knowledge_matching import reverse_kl
 from clap_train.models.ntp import action_logits, batch_images, encode_batch
@@ -64,8 +64,10 @@ class PostTrainConfig:
     lora_targets: list[str] = dataclasses.field(default_factory=lambda: list(LORA_TARGETS))
     policy_lr: float | None = None  # lr of the trainable backbone copy in stage 2 (default: stage2.lr)
     state_dropout: float = 0.2  # share of stage-2 samples trained without the state input
+    state_noise: float = 0.0  # std of Gaussian noise on the normalised state input in stage 2
     wrist_dropout: float = 0.3
     human_fraction: float = 0.0
+    export_every: int = 0  # stage-2 steps between intermediate policies in RUN_DIR/exports/ (0 = none)
     max_subtask_tokens: int = 32
     rate_hz: float = 30.0
     synthetic_episode_len: int = 150
@@ -81,6 +83,12 @@ class PostTrainConfig:
             raise ValueError("policy_lr must be positive")
         if self.lora_rank <= 0 or self.lora_alpha <= 0:
             raise ValueError("lora_rank and lora_alpha must be positive")
+        if self.state_noise < 0:
+            raise ValueError(f"state_noise must be >= 0, got {self.state_noise}")
+        if self.export_every < 0:
+            raise ValueError(f"export_every must be >= 0, got {self.export_every}")
+        if self.export_every and self.finetune == "lora":
+            raise ValueError("export_every needs finetune full or frozen (a LoRA backbone is merged once, at the end)")
 
 
 class PostModel(torch.nn.Module):
@@ -111,7 +119,10 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: PostTrainConfig):
         enc = encode_batch(processor, vocab, batch_images(batch, cfg.wrist_dropout), batch["instruction"],
                            batch["subtask"], codes.cpu(), has.tolist()).to(dev)
         keep = torch.rand(batch["state"].shape[0], device=dev) >= cfg.state_dropout
-        logits, l_rf = model(enc.inputs, enc.prompt_mask, batch["action"], batch["state"], batch["action_pad"], keep)
+        state = batch["state"]
+        if cfg.state_noise > 0:  # the state says roughly where the arms are; the images must say exactly
+            state = state + cfg.state_noise * torch.randn_like(state)
+        logits, l_rf = model(enc.inputs, enc.prompt_mask, batch["action"], state, batch["action_pad"], keep)
         with torch.no_grad():
             ref_logits = reference(**enc.inputs).logits
         kl = reverse_kl(action_logits(logits, enc), action_logits(ref_logits, enc))
@@ -142,13 +153,15 @@ def run(args: argparse.Namespace) -> int:
             cfg = dataclasses.replace(cfg, act_vae=args.act_vae)
         act_dir = cfg.act_vae if cfg.init is None or args.act_vae else str(pathlib.Path(cfg.init) / "act_vae")
         act_vae = load_act_vae(act_dir)
+        # the space the starting policy (or the Act-VAE) was trained in
+        space = load_action_space(cfg.init if cfg.init is not None and not args.act_vae else act_dir)
         image_size = cfg.vlm.image_size
         if cfg.init is not None:
             from clap_train.models.vlm import VLMProcessor
 
             image_size = VLMProcessor.from_pretrained(pathlib.Path(cfg.init) / "vlm").image_size
-        dataset, stats = open_mixed(args, cfg, act_vae.config.chunk_len, image_size, act_vae.config.num_queries)
-        normalizer = Normalizer.from_stats(stats)
+        dataset, space = open_mixed(args, cfg, act_vae.config.chunk_len, image_size, act_vae.config.num_queries,
+                                    space)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"clap train post: {exc}", file=sys.stderr)
         return 2
@@ -187,19 +200,26 @@ def run(args: argparse.Namespace) -> int:
         groups.append({"params": [p for p in model.vlm.parameters() if p.requires_grad],
                        "lr": cfg.policy_lr or cfg.stage2.lr})
     stop2 = None if args.stop_after is None else args.stop_after - cfg.stage1.steps
-    s2 = Stage(name="post_stage2", model=model, dataset=robot_only(dataset), collate_fn=collate(),
-               loss_fn=rf_km_loss_fn(processor, vocab, act_vae, reference, cfg), param_groups=groups)
-    r2 = run_loop(s2, cfg.stage2, run_dir / "stage2", resume=args.resume, progress=progress, stop_after=stop2)
-    if r2.final_step < cfg.stage2.steps:
-        print(f"post: stopped in stage 2 at step {r2.final_step}")
-        return 0
     meta = PolicyMeta(chunk_len=act_vae.config.chunk_len, action_dim=act_vae.config.action_dim, rate_hz=cfg.rate_hz,
                       image_size=processor.image_size, num_queries=act_vae.config.num_queries,
                       codebook_size=act_vae.config.codebook_size, max_subtask_tokens=cfg.max_subtask_tokens,
                       flow=flow_cfg)
+
+    def export_intermediate(m: PostModel, step: int) -> None:
+        """An intermediate policy every ``export_every`` steps (learning curves: success against training)."""
+        if cfg.export_every and step % cfg.export_every == 0 and step < cfg.stage2.steps:
+            save_policy(run_dir / "exports" / f"step-{step:06d}", meta, m.vlm, processor, act_vae, space, m.head)
+
+    s2 = Stage(name="post_stage2", model=model, dataset=robot_only(dataset), collate_fn=collate(),
+               loss_fn=rf_km_loss_fn(processor, vocab, act_vae, reference, cfg), param_groups=groups,
+               after_step=export_intermediate)
+    r2 = run_loop(s2, cfg.stage2, run_dir / "stage2", resume=args.resume, progress=progress, stop_after=stop2)
+    if r2.final_step < cfg.stage2.steps:
+        print(f"post: stopped in stage 2 at step {r2.final_step}")
+        return 0
     if cfg.finetune == "lora":
         merge_lora(model.vlm)  # the exported backbone is a plain Qwen3-VL again
-    out = save_policy(run_dir / "policy", meta, model.vlm, processor, act_vae.cpu(), normalizer, model.head)
+    out = save_policy(run_dir / "policy", meta, model.vlm, processor, act_vae.cpu(), space, model.head)
     last = r2.history[-1] if r2.history else {}
     print(f"post: stage 2 step {r2.final_step}, rf {last.get('rf_loss', float('nan')):.4g}, "
           f"kl {last.get('kl', float('nan')):.3g}; policy exported to {out}")

@@ -117,7 +117,7 @@ def make_stage(model: VDVAE, dataset, collate, cfg: VDVAETrainConfig) -> Stage:
 
 
 def build_data(cfg: VDVAETrainConfig, act: ActVAE, dataset: str | None, synthetic: int | None,
-               human_dataset: str | None, stats: dict[str, Any] | None = None):
+               human_dataset: str | None, stats: dict[str, Any] | None = None, space=None):
     from clap_train.data.dataset import MixedDataset
     from clap_train.train.act_vae import open_dataset
 
@@ -125,7 +125,8 @@ def build_data(cfg: VDVAETrainConfig, act: ActVAE, dataset: str | None, syntheti
                   episode_len=cfg.synthetic_episode_len)
     # synthetic actions are normalised with the Act-VAE's own statistics (``stats``), so that
     # E_act sees chunks exactly as it was trained on them
-    robot, stats = open_dataset(dataset, synthetic, seed=cfg.synthetic_seed, stats=stats, **common)
+    robot, stats = open_dataset(dataset, synthetic, seed=cfg.synthetic_seed, stats=stats, action_space=space,
+                                **common)
     human = None
     if cfg.human_fraction > 0:
         if human_dataset is not None:
@@ -166,7 +167,10 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         stats_path = pathlib.Path(act_dir) / "stats.json"
         act_stats = json.loads(stats_path.read_text()) if stats_path.is_file() else None
-        data, stats = build_data(cfg, act, args.dataset, args.synthetic, args.human_dataset, act_stats)
+        from clap_train.data.action_space import load_action_space
+
+        space = load_action_space(act_dir)  # None: the dataset's own (absolute)
+        data, stats = build_data(cfg, act, args.dataset, args.synthetic, args.human_dataset, act_stats, space)
     except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"clap train vd-vae: {exc}", file=sys.stderr)
         return 2
@@ -180,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
     if result.final_step >= cfg.loop.steps:
         out = model.save_pretrained(run_dir / "vd_vae")
         atomic_write_text(out / "stats.json", json.dumps(stats, indent=1))
+        if space is not None:
+            space.save(out)
         last = result.history[-1] if result.history else {}
         print(f"vd-vae: step {result.final_step}, rec {last.get('rec_loss', float('nan')):.3g}, "
               f"con {last.get('con_loss', float('nan')):.3g}; exported to {out}")

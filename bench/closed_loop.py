@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Closed-loop success of the whole CLAP pipeline in simulation: the evaluation ladder.
+
+    python bench/closed_loop.py --task transfer_cube                 # ~40 min training + ~45 min evaluation
+    python bench/closed_loop.py --task transfer_cube --skip-ladder   # training + learning curve only
+
+1. Records ``--demos`` scripted demonstrations (seeds 0..N-1) and ``--human-videos`` human-look
+   videos, converts them, and trains every CLAP stage with the configs in ``--configs``
+   (Act-VAE, VD-VAE, pseudo labels, CLAP-NTP, CLAP-RF + Knowledge Matching): the same stages as
+   ``make demo`` (scripts/demo.py), at a larger budget. Each stage resumes after a crash; a
+   finished stage is skipped.
+2. Learning curve: every intermediate policy the RF stage exported (``export_every``) and the
+   final one, in lock-step (``clap sim eval --lockstep``, no inference delay, temporal
+   ensembling with a new chunk every tick) on held-out seeds: success against training time.
+3. The ladder, through the real policy node over DDS (``clap sim eval``): (a) training seeds,
+   (b) held-out seeds, ``--episodes`` each, for RF and NTP and each executor (open_loop,
+   temporal_ensemble, rtc); success with a 95 % Wilson interval.
+
+The trained policy is ``OUT/policy`` (OUT = bench/out/closed_loop/<task>), the results
+``OUT/result.json`` and ``OUT/result.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import pathlib
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
+demo = importlib.util.module_from_spec(_spec)
+sys.modules["demo"] = demo  # dataclasses look their module up while the module executes
+_spec.loader.exec_module(demo)
+
+EXECUTORS = ("open_loop", "temporal_ensemble", "rtc")
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def cell(result: dict) -> dict:
+    lo, hi = wilson(result["successes"], result["episodes"])
+    return {"successes": result["successes"], "episodes": result["episodes"], "rate": result["success_rate"],
+            "ci95": [round(lo, 3), round(hi, 3)], "mean_max_reward": float(
+                sum(e["max_reward"] for e in result["per_episode"]) / len(result["per_episode"])),
+            "inference_latency_mean_ms": result.get("inference_latency_mean_ms")}
+
+
+def training_seconds(run: pathlib.Path) -> dict[str, float]:
+    """Wall seconds each training stage's loop ran (from its last checkpoint's history)."""
+    out = {}
+    for name, sub in (("act_vae", "act_vae"), ("vd_vae", "vd_vae"), ("ntp", "ntp"), ("rf_stage1", "rf/stage1"),
+                      ("rf_stage2", "rf/stage2")):
+        state = run / sub / "checkpoints" / "latest"
+        try:
+            ckpt = run / sub / "checkpoints" / state.read_text().strip()
+            history = json.loads((ckpt / "state.json").read_text()).get("history", [])
+            out[name] = float(history[-1].get("elapsed_s", 0.0)) if history else 0.0
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", default="transfer_cube")
+    p.add_argument("--demos", type=int, default=50, help="scripted demonstrations (training seeds 0..N-1)")
+    p.add_argument("--human-videos", type=int, default=20)
+    p.add_argument("--configs", type=pathlib.Path, default=ROOT / "config" / "train" / "closed_loop")
+    p.add_argument("--episodes", type=int, default=20, help="episodes per ladder cell")
+    p.add_argument("--curve-episodes", type=int, default=20, help="held-out episodes per learning-curve point")
+    p.add_argument("--modes", nargs="+", default=["rf", "ntp"])
+    p.add_argument("--executors", nargs="+", default=list(EXECUTORS))
+    p.add_argument("--skip-ladder", action="store_true", help="train and draw the learning curve only")
+    p.add_argument("--out", type=pathlib.Path, default=None, help="default: bench/out/closed_loop/<task>")
+    args = p.parse_args(argv)
+    out = (args.out or ROOT / "bench" / "out" / "closed_loop" / args.task).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    env = demo.stage_env()
+    t0 = time.monotonic()
+    timings = demo.run_stages(demo.training_stages(out, args.task, args.demos, args.human_videos, args.configs), env)
+    if any(s.startswith("FAILED") for _, _, s in timings):
+        print(f"closed_loop: a training stage failed: {timings[-1]}", file=sys.stderr)
+        return 1
+    policy = out / "runs" / "rf" / "policy"
+    link = out / "policy"
+    if not link.exists():
+        link.symlink_to(policy.relative_to(out))
+    result: dict = {"task": args.task, "demos": args.demos, "human_videos": args.human_videos,
+                    "configs": str(args.configs), "stage_seconds": {n: round(s, 1) for n, s, _ in timings},
+                    "training_loop_seconds": training_seconds(out / "runs")}
+
+    # learning curve: lock-step success of the intermediate policies on held-out seeds
+    curve = []
+    exports = sorted((out / "runs" / "rf" / "exports").glob("step-*")) + [policy]
+    for pol in exports:
+        dest = out / "curve" / pol.name if pol != policy else out / "curve" / "final"
+        stage = demo.eval_stage(f"learning curve {pol.name}", dest, args.task, pol, demo.HELDOUT_SEED,
+                                args.curve_episodes, "--lockstep", "--no-video", *demo.EVAL_EXECUTOR)
+        if any(s.startswith("FAILED") for _, _, s in demo.run_stages([stage], env)):
+            return 1
+        r = json.loads((dest / "eval.json").read_text())
+        curve.append({"policy": str(pol), "point": dest.name, **cell(r)})
+    history = _rf_history(out / "runs" / "rf" / "stage2")
+    for point in curve:
+        step = int(point["point"].split("-")[1]) if point["point"].startswith("step-") else (
+            history[-1]["step"] if history else None)
+        point["rf_step"] = step
+        point["rf_seconds"] = next((round(h["elapsed_s"], 1) for h in history if h["step"] == step), None)
+    result["learning_curve"] = curve
+    _plot_curve(curve, out / "learning_curve.png")
+
+    # the ladder through the policy node over DDS
+    if not args.skip_ladder:
+        ladder = {}
+        for mode in args.modes:
+            for executor in args.executors:
+                for part, seed in (("train", demo.TRAIN_SEED), ("heldout", demo.HELDOUT_SEED)):
+                    dest = out / "ladder" / f"{mode}_{executor}_{part}"
+                    n = min(args.episodes, args.demos) if part == "train" else args.episodes
+                    # temporal ensembling with a new chunk whenever the last one is done (every tick
+                    # when inference keeps up); the others at the node's replanning period
+                    replan = ("--replan-every", "1") if executor == "temporal_ensemble" else ()
+                    stage = demo.eval_stage(f"ladder {mode} {executor} {part}", dest, args.task, policy, seed, n,
+                                            "--mode", mode, "--executor", executor, *replan, "--no-video")
+                    if any(s.startswith("FAILED") for _, _, s in demo.run_stages([stage], env)):
+                        return 1
+                    ladder[f"{mode} {executor} {part}"] = cell(json.loads((dest / "eval.json").read_text()))
+        result["ladder"] = ladder
+    result["wall_seconds"] = round(time.monotonic() - t0, 1)
+    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "result.md").write_text(_markdown(result))
+    print(_markdown(result))
+    return 0
+
+
+def _rf_history(stage_dir: pathlib.Path) -> list[dict]:
+    try:
+        name = (stage_dir / "checkpoints" / "latest").read_text().strip()
+        return json.loads((stage_dir / "checkpoints" / name / "state.json").read_text()).get("history", [])
+    except (OSError, ValueError):
+        return []
+
+
+def _markdown(result: dict) -> str:
+    lines = [f"# Closed loop: {result['task']} ({result['demos']} demonstrations)", ""]
+    secs = result.get("training_loop_seconds", {})
+    lines.append("Training loops (s): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items())
+                 + f"; total {sum(secs.values()) / 60:.1f} min")
+    lines += ["", "Learning curve (lock-step, held-out seeds):", "", "| policy | RF step | RF seconds | success | 95 % CI |",
+              "| --- | ---: | ---: | ---: | --- |"]
+    for c in result.get("learning_curve", []):
+        lines.append(f"| {c['point']} | {c.get('rf_step', '')} | {c.get('rf_seconds') or ''} | "
+                     f"{c['successes']}/{c['episodes']} | {c['ci95'][0]:.2f}-{c['ci95'][1]:.2f} |")
+    if "ladder" in result:
+        lines += ["", "Ladder (policy node over DDS):", "", "| mode | executor | seeds | success | 95 % CI | mean max reward |",
+                  "| --- | --- | --- | ---: | --- | ---: |"]
+        for key, c in result["ladder"].items():
+            mode, executor, part = key.split()
+            lines.append(f"| {mode} | {executor} | {'training' if part == 'train' else 'held-out'} | "
+                         f"{c['successes']}/{c['episodes']} | {c['ci95'][0]:.2f}-{c['ci95'][1]:.2f} | "
+                         f"{c['mean_max_reward']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_curve(curve: list[dict], path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [c for c in curve if c.get("rf_seconds") is not None]
+    if not pts:
+        return
+    x = [c["rf_seconds"] / 60 for c in pts]
+    y = [c["rate"] for c in pts]
+    lo = [c["rate"] - c["ci95"][0] for c in pts]
+    hi = [c["ci95"][1] - c["rate"] for c in pts]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3)
+    ax.set_xlabel("CLAP-RF stage-2 training (min)")
+    ax.set_ylabel("held-out success (lock-step)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
