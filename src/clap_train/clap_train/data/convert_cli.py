@@ -1,7 +1,8 @@
 """``clap convert BAG_DIR... --contract FILE --out DATASET``: rosbag2 recordings -> LeRobot v3.0.
 
 Each BAG_DIR is a rosbag2 folder (sqlite3 or mcap) or a folder of such folders; one bag is one
-episode. Re-running skips episodes already converted (same bag files, same contract). Exit
+episode, or several when a topic drops out for longer than its max age (the contract's
+``gaps.policy``; conversion.json lists the parts). Re-running skips episodes already converted (same bag files, same contract). Exit
 status: 0 when every bag converted, 1 when some failed (the others are in the dataset), 2 when
 none could be converted.
 """
