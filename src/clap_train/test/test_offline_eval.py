@@ -57,9 +57,11 @@ def test_a_policy_fitted_to_one_episode_replays_it(fitted_policy, one_episode):
         # so the baselines are ~330 mm off and a fitted policy ~15 mm (half a frame of travel)
         assert errors["rf"][group] < 0.1 * min(errors["mean chunk"][group], errors["hold state"][group]), errors
     assert report["normalised_mse"]["rf"] < 0.02 * report["normalised_mse"]["mean chunk"]
-    # its own outputs as its state for a second: it stays on the recorded path
-    assert report["compounding_position_drift_mm"]["rf"]["1 s"] < 15.0
-    assert max(report["compounding_curves_mm"]["rf"]) < 15.0
+    # its own outputs as its state for a second: it stays on the recorded path, within a tenth of
+    # what holding the state drifts (the arms travel ~1 m in that second)
+    hold = errors["hold state"]["left position mm"]
+    assert report["compounding_position_drift_mm"]["rf"]["1 s"] < 0.1 * hold
+    assert max(report["compounding_curves_mm"]["rf"]) < 0.1 * hold
     table = (one_episode / "fitted" / "offline.md").read_text()
     assert "| rf |" in table and "| hold state |" in table
     assert (one_episode / "fitted" / "offline.png").read_bytes()[:4] == b"\x89PNG"
