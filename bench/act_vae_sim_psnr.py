@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from clap_train.config import load_config
+from clap_train.data.layout import DEFAULT_LAYOUT
 from clap_train.eval.rate_distortion import evaluate_per_dim, psnr_of, rate_of
 from clap_train.models.act_vae import ActVAE
 from clap_train.train import act_vae as trainer
@@ -98,7 +99,8 @@ class Chunks(Dataset):
         return {"action": self.actions[i], "action_pad": self.pads[i]}
 
 
-GROUPS = {"position": [0, 1, 2, 7, 8, 9], "euler": [3, 4, 5, 10, 11, 12], "gripper": [6, 13]}
+GROUPS = {"position": DEFAULT_LAYOUT.indices("x", "y", "z"), "euler": DEFAULT_LAYOUT.euler_indices,
+          "gripper": DEFAULT_LAYOUT.gripper_indices}
 
 
 def main() -> None:

@@ -23,22 +23,21 @@ import math
 
 import numpy as np
 from clap_train.data.rotations import wrap_to_pi
+from clap_train.interface import DEFAULT_LAYOUT
 
 EXECUTOR_MODES = ("open_loop", "temporal_ensemble", "rtc")
-# Columns holding Euler angles in the 14-D layout (left roll/pitch/yaw, right roll/pitch/yaw).
-ANGLE_DIMS = (3, 4, 5, 10, 11, 12)
 
 
 @dataclasses.dataclass
 class ExecutorConfig:
-    """How chunks are executed."""
+    """How chunks are executed; ``angle_dims``: the Euler-angle columns (the layout's)."""
 
     mode: str = "rtc"
     chunk_len: int = 32
     action_dim: int = 14
     replan_every: int = 10
     ensemble_m: float = 0.01
-    angle_dims: tuple[int, ...] = ANGLE_DIMS
+    angle_dims: tuple[int, ...] = tuple(DEFAULT_LAYOUT.euler_indices)
 
     def __post_init__(self):
         if self.mode not in EXECUTOR_MODES:

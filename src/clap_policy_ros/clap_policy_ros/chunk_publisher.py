@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 from clap_msgs.msg import ActionChunk, Subtask
+from clap_train.interface import ActionLayout, Prediction
 from nav_msgs.msg import Path
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
@@ -34,13 +35,15 @@ class ChunkPublisher:
     """
     Builds and publishes the messages of one chunk.
 
-    ``create_publisher(msg class, topic)`` makes the publishers; ``now()``: the node's clock (s).
+    ``create_publisher(msg class, topic)`` makes the publishers; ``layout``: the chunk's arms
+    (one Path each); ``now()``: the node's clock (s).
     """
 
-    def __init__(self, create_publisher: Callable, arm_names, subtask_topic: str, frame_id: str,
-                 dt: float, action_names, gripper_range: tuple[float, float],
+    def __init__(self, create_publisher: Callable, layout: ActionLayout, subtask_topic: str,
+                 frame_id: str, dt: float, action_names, gripper_range: tuple[float, float],
                  now: Callable[[], float]):
-        self._paths = {arm: create_publisher(Path, path_topic(arm)) for arm in arm_names}
+        self._layout = layout
+        self._paths = {arm: create_publisher(Path, path_topic(arm)) for arm in layout.arms}
         self._chunk = create_publisher(ActionChunk, CHUNK_TOPIC)
         self._markers = create_publisher(MarkerArray, MARKER_TOPIC)
         self._subtask = create_publisher(Subtask, subtask_topic)
@@ -50,7 +53,8 @@ class ChunkPublisher:
         self._gripper_range = gripper_range
         self._now = now
 
-    def message(self, actions: np.ndarray, prediction, obs_stamp, sequence: int) -> ActionChunk:
+    def message(self, actions: np.ndarray, prediction: Prediction, obs_stamp,
+                sequence: int) -> ActionChunk:
         """Build the ActionChunk of ``prediction`` (its pipeline latency is set on publish)."""
         header = Header(frame_id=self._frame_id, stamp=obs_stamp)  # the camera's own stamp
         return ActionChunk(header=header, step_period=to_duration(self._dt),
@@ -67,8 +71,9 @@ class ChunkPublisher:
         header = msg.header
         msg.pipeline_latency = to_duration(self._now() - stamp_seconds(header.stamp))
         self._chunk.publish(msg)
-        self._markers.publish(chunk_markers(actions, header, *self._gripper_range))
-        for arm, path in chunk_paths(actions, header).items():
+        self._markers.publish(chunk_markers(actions, header, *self._gripper_range,
+                                            layout=self._layout))
+        for arm, path in chunk_paths(actions, header, self._layout).items():
             self._paths[arm].publish(path)
         if subtask is not None:
             instruction, text, index = subtask

@@ -7,6 +7,9 @@ completed while the model was busy is not used (it would be up to one frame old)
 is computed from the freshest observation there is. The chunk is checked (shape, NaN/inf) and
 handed to the executor under the shared lock; ``on_chunk`` then publishes it. The control tick
 never waits for the model: it only reads the executor's plan.
+
+The policy is anything with the members of ``clap_train.interface.Policy`` (``ClapPolicy`` by
+default); this package imports that torch-free module, never ``clap_train.policy``.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import time
 from typing import Callable
 
 import numpy as np
+from clap_train.interface import Policy
 
 from .run_state import RunState
 from .safety import SafetyFilter
 from .synchronizer import FreshestSetSynchronizer, SyncedSet
 
 
-def load_policy_class(spec: str):
+def load_policy_class(spec: str) -> type[Policy]:
     """Import ``module:Class``; the error names the spec."""
     module_name, _, class_name = spec.partition(":")
     try:
@@ -33,7 +37,7 @@ def load_policy_class(spec: str):
         raise RuntimeError(f"policy_class {spec!r} cannot be imported: {exc}") from exc
 
 
-def load_policy(spec: str, model_dir: str, device: str, logger):
+def load_policy(spec: str, model_dir: str, device: str, logger) -> Policy:
     """Load the policy ``spec`` (module:Class) from ``model_dir``; errors name what is wrong."""
     cls = load_policy_class(spec)
     if not model_dir:
@@ -55,7 +59,7 @@ class InferenceWorker:
     warning.
     """
 
-    def __init__(self, policy, state: RunState, sync: FreshestSetSynchronizer,
+    def __init__(self, policy: Policy, state: RunState, sync: FreshestSetSynchronizer,
                  now: Callable[[], float], measured: Callable[[], np.ndarray | None],
                  on_chunk: Callable, warn: Callable[[str, str], None]):
         self._policy = policy

@@ -79,7 +79,8 @@ class PolicyNode(LifecycleNode):
         value = self._value
         self._state = RunState(instruction=value("instruction"), seed=int(value("seed")),
                                mode=value("mode"))
-        self._robot = RobotState(enabled=bool(value("use_state")))
+        self._robot = RobotState(enabled=bool(value("use_state")),
+                                 layout=self._contract.state.layout)
         self._log = ThrottledLog(self.get_logger())
         self._pub_lock = threading.Lock()  # a control tick's command vs the deactivation hold
         self._active = False  # control output on (between activate and deactivate)
@@ -145,18 +146,19 @@ class PolicyNode(LifecycleNode):
         p.check_cameras(contract)
         camera_topics = dict(zip((c.name for c in contract.cameras), p.camera_topics))
         self.policy = load_policy(p.policy_class, p.model_dir, p.device, self.get_logger())
+        layout = contract.action.layout
         st.executor = ChunkExecutor(p.executor_config(self.policy.chunk_len,
-                                                      self.policy.action_dim))
+                                                      self.policy.action_dim, layout))
         st.delay = DelayEstimator(warmup=p.warmup_chunks)
-        self._control = ControlLoop(st, SafetyFilter(p.safety_limits()))
+        self._control = ControlLoop(st, SafetyFilter(p.safety_limits(), layout))
         self._sync = FreshestSetSynchronizer(list(camera_topics), slop=p.sync_slop,
                                              max_age=p.max_age)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         publisher = functools.partial(self._publisher, qos=reliable)
-        arms = contract.action.arms
-        self._commands = CommandPublisher(publisher, arms, p.frame_id, self.get_clock())
+        self._commands = CommandPublisher(publisher, contract.action.arms, p.frame_id,
+                                          self.get_clock())
         self._chunks = ChunkPublisher(
-            publisher, [arm.name for arm in arms],
+            publisher, layout,
             contract.subtask.topic if contract.subtask else DEFAULT_SUBTASK_TOPIC, p.frame_id,
             p.dt, self.policy.action_names, (p.gripper_min, p.gripper_max), self._now)
         self._inputs = InputCheck(self, self._log.warn)

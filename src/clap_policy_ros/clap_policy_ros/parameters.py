@@ -14,6 +14,7 @@ import dataclasses
 from typing import Callable
 
 from clap_train.data.contract import load_contract
+from clap_train.interface import DEFAULT_LAYOUT, ActionLayout
 from rcl_interfaces.msg import ParameterDescriptor
 
 from .chunk_executor import EXECUTOR_MODES, ExecutorConfig
@@ -153,11 +154,13 @@ class NodeParams:
             raise ValueError(f"camera_message_type {self.camera_message_type!r} is not Image "
                              "or CompressedImage")
 
-    def executor_config(self, chunk_len: int, action_dim: int) -> ExecutorConfig:
-        """Return the chunk executor's configuration for a policy's chunk shape."""
+    def executor_config(self, chunk_len: int, action_dim: int,
+                        layout: ActionLayout = DEFAULT_LAYOUT) -> ExecutorConfig:
+        """Return the chunk executor's configuration for a policy's chunk shape and layout."""
         return ExecutorConfig(mode=self.executor, chunk_len=int(chunk_len),
                               action_dim=int(action_dim), replan_every=self.replan_every,
-                              ensemble_m=self.ensemble_m)
+                              ensemble_m=self.ensemble_m,
+                              angle_dims=tuple(layout.euler_indices))
 
     def safety_limits(self) -> SafetyLimits:
         """Return the safety filter's limits (workspace, speeds, gripper range, period)."""

@@ -12,16 +12,14 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from clap_train.interface import DEFAULT_LAYOUT, ActionLayout
 
 from .conversions import wrap_to_pi
-
-# 14-D layout: per arm [x, y, z, roll, pitch, yaw, gripper]; left at 0, right at 7.
-ARM_OFFSETS = {"left": 0, "right": 7}
 
 
 @dataclasses.dataclass
 class SafetyLimits:
-    """Per-arm workspace, speed limits, gripper range and the control period."""
+    """Per-arm workspace (the default layout's arms), speed limits, gripper range, period."""
 
     left_min: tuple[float, float, float] = (-1.0, -1.0, 0.0)
     left_max: tuple[float, float, float] = (1.0, 1.0, 2.0)
@@ -34,7 +32,7 @@ class SafetyLimits:
     dt: float = 1.0 / 30.0
 
     def __post_init__(self):
-        for arm in ARM_OFFSETS:
+        for arm in DEFAULT_LAYOUT.arms:
             lo, hi = getattr(self, f"{arm}_min"), getattr(self, f"{arm}_max")
             if len(lo) != 3 or len(hi) != 3:
                 raise ValueError(f"{arm} workspace bounds need 3 values each, got {lo}, {hi}")
@@ -51,8 +49,14 @@ class SafetyLimits:
 class SafetyFilter:
     """Validates chunks and makes each target safe relative to the last commanded one."""
 
-    def __init__(self, limits: SafetyLimits):
+    def __init__(self, limits: SafetyLimits, layout: ActionLayout = DEFAULT_LAYOUT):
+        missing = [arm for arm in layout.arms
+                   if not (hasattr(limits, f"{arm}_min") and hasattr(limits, f"{arm}_max"))]
+        if missing:
+            raise ValueError(f"no workspace limits for arm(s) {missing} (the limits have "
+                             f"{list(DEFAULT_LAYOUT.arms)})")
         self.limits = limits
+        self._arms = layout.arm_slices
 
     @staticmethod
     def chunk_problem(actions: np.ndarray, shape: tuple[int, int]) -> str | None:
@@ -76,31 +80,32 @@ class SafetyFilter:
             raise ValueError("target has non-finite values")
         out = target.copy()
         acted: list[str] = []
-        for arm, o in ARM_OFFSETS.items():
+        for a in self._arms:
+            arm, xyz, rpy, grip = a.name, a.position, a.euler, a.gripper
             lo = np.asarray(getattr(lim, f"{arm}_min"))
             hi = np.asarray(getattr(lim, f"{arm}_max"))
-            pos = np.clip(out[o:o + 3], lo, hi)
-            if not np.allclose(pos, out[o:o + 3]):
+            pos = np.clip(out[xyz], lo, hi)
+            if not np.allclose(pos, out[xyz]):
                 acted.append(f"{arm}_workspace")
-            out[o:o + 3] = pos
-            out[o + 3:o + 6] = wrap_to_pi(out[o + 3:o + 6])
-            g = float(np.clip(out[o + 6], lim.gripper_min, lim.gripper_max))
-            if g != out[o + 6]:
+            out[xyz] = pos
+            out[rpy] = wrap_to_pi(out[rpy])
+            g = float(np.clip(out[grip], lim.gripper_min, lim.gripper_max))
+            if g != out[grip]:
                 acted.append(f"{arm}_gripper_range")
-            out[o + 6] = g
+            out[grip] = g
             if previous is None:
                 continue
             prev = np.asarray(previous, dtype=np.float64)
-            step = out[o:o + 3] - prev[o:o + 3]
+            step = out[xyz] - prev[xyz]
             dist = float(np.linalg.norm(step))
             max_step = lim.max_linear_speed * lim.dt
             if dist > max_step:
-                out[o:o + 3] = prev[o:o + 3] + step * (max_step / dist)
+                out[xyz] = prev[xyz] + step * (max_step / dist)
                 acted.append(f"{arm}_linear_speed")
-            dang = wrap_to_pi(out[o + 3:o + 6] - prev[o + 3:o + 6])
+            dang = wrap_to_pi(out[rpy] - prev[rpy])
             ang = float(np.linalg.norm(dang))
             max_ang = lim.max_angular_speed * lim.dt
             if ang > max_ang:
-                out[o + 3:o + 6] = wrap_to_pi(prev[o + 3:o + 6] + dang * (max_ang / ang))
+                out[rpy] = wrap_to_pi(prev[rpy] + dang * (max_ang / ang))
                 acted.append(f"{arm}_angular_speed")
         return out, acted

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 from builtin_interfaces.msg import Duration
+from clap_train.interface import DEFAULT_LAYOUT, ActionLayout
 from geometry_msgs.msg import Point
 from nav_msgs.msg import Path
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from .conversions import euler_xyz_to_quat, xyz_quat_to_pose
-from .safety import ARM_OFFSETS
 
 
 def gripper_color(value: float, gripper_min: float, gripper_max: float) -> ColorRGBA:
@@ -25,27 +25,31 @@ def gripper_color(value: float, gripper_min: float, gripper_max: float) -> Color
     return ColorRGBA(r=1.0 - t, g=t, b=0.1, a=1.0)
 
 
-def chunk_paths(actions: np.ndarray, header: Header) -> dict[str, Path]:
+def chunk_paths(actions: np.ndarray, header: Header,
+                layout: ActionLayout = DEFAULT_LAYOUT) -> dict[str, Path]:
     """Build one nav_msgs/Path per arm through the chunk's poses."""
     out = {}
-    for arm, o in ARM_OFFSETS.items():
+    for a in layout.arm_slices:
         rows = np.asarray(actions, np.float64)
-        quats = euler_xyz_to_quat(rows[:, o + 3:o + 6])  # all rows in one call
+        quats = euler_xyz_to_quat(rows[:, a.euler])  # all rows in one call
         path = Path()
         path.header = header
-        path.poses = [xyz_quat_to_pose(header, row[o:o + 3], q) for row, q in zip(rows, quats)]
-        out[arm] = path
+        path.poses = [xyz_quat_to_pose(header, row[a.position], q) for row, q in zip(rows, quats)]
+        out[a.name] = path
     return out
 
 
 def chunk_markers(actions: np.ndarray, header: Header, gripper_min: float, gripper_max: float,
-                  lifetime_s: float = 2.0, namespace: str = "clap") -> MarkerArray:
+                  lifetime_s: float = 2.0, namespace: str = "clap",
+                  layout: ActionLayout = DEFAULT_LAYOUT) -> MarkerArray:
     """Build a line strip + gripper-coloured spheres for each arm's predicted trajectory."""
     markers = MarkerArray()
     life = Duration(sec=int(lifetime_s), nanosec=int((lifetime_s % 1) * 1e9))
-    for k, (arm, o) in enumerate(ARM_OFFSETS.items()):
-        points = [Point(x=float(r[o]), y=float(r[o + 1]), z=float(r[o + 2])) for r in actions]
-        colors = [gripper_color(float(r[o + 6]), gripper_min, gripper_max) for r in actions]
+    for k, a in enumerate(layout.arm_slices):
+        arm = a.name
+        x, y, z = (a.index(f) for f in ("x", "y", "z"))
+        points = [Point(x=float(r[x]), y=float(r[y]), z=float(r[z])) for r in actions]
+        colors = [gripper_color(float(r[a.gripper]), gripper_min, gripper_max) for r in actions]
         line = Marker(header=header, ns=f"{namespace}/{arm}", id=2 * k, type=Marker.LINE_STRIP,
                       action=Marker.ADD, points=points, colors=colors, lifetime=life)
         line.pose.orientation.w = 1.0

@@ -3,34 +3,24 @@
 Used by the node tests through the node's ``policy_class`` parameter, where a behaviour the real
 model cannot be made to show on demand is needed (a NaN chunk). Its chunk depends on the mean of
 the head image, the state, the seed and the instruction, so tests can check values end to end.
+It implements clap_train.interface.Policy and imports only that module: clap_train.policy loads
+torch and transformers into the test process, whose camera thread then misses its 30 Hz.
 """
 
-import dataclasses
 import json
 import pathlib
 import time
 
 import numpy as np
+from clap_train.interface import DEFAULT_LAYOUT, Prediction
 
-# Prediction and NAMES mirror clap_train.policy on purpose: importing that module loads torch
-# and transformers into the test process, whose camera thread then misses its 30 Hz.
-NAMES = [f"{arm}_{s}" for arm in ("left", "right")
-         for s in ("x", "y", "z", "roll", "pitch", "yaw", "gripper")]
-
-
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-    actions: np.ndarray
-    subtask: str
-    latency: float
-    mode: str
-    tokens: np.ndarray | None = None
+YAW = DEFAULT_LAYOUT.indices("yaw")
 
 
 class FakePolicy:
     chunk_len = 16
-    action_dim = 14
-    action_names = NAMES
+    action_dim = DEFAULT_LAYOUT.dim
+    action_names = DEFAULT_LAYOUT.names
     camera_names = ["head", "left_wrist", "right_wrist"]
     rate_hz = 30.0
     image_size = 32
@@ -49,7 +39,7 @@ class FakePolicy:
         base = np.array([0.3, 0.2, 0.5, 0.0, 0.0, 3.0, 0.5,
                          0.3, -0.2, 0.5, 0.0, 0.0, -3.0, 0.5])
         out = base + 0.01 * t * (1 + np.arange(14)) + 0.001 * (head_mean / 255.0) + 1e-4 * seed
-        out[:, [5, 12]] = (out[:, [5, 12]] + np.pi) % (2 * np.pi) - np.pi
+        out[:, YAW] = (out[:, YAW] + np.pi) % (2 * np.pi) - np.pi
         return out.astype(np.float32)
 
     def predict(self, images, instruction, state=None, mode="rf", *, prev_chunk=None,

@@ -1,17 +1,24 @@
 """Unit tests of the policy node's parts that need no DDS: parameters, commands, shared state."""
 
 import dataclasses
+import pathlib
+import subprocess
+import sys
 import types
 
 import numpy as np
 import pytest
 from clap_msgs.msg import PolicyStatus
 from clap_train.data.contract import load_contract
-from std_msgs.msg import Header
+from clap_train.interface import DEFAULT_LAYOUT, ActionLayout, Policy, Prediction
+from geometry_msgs.msg import PoseStamped
+from std_msgs.msg import Float64, Header
 
 from clap_policy_ros.cameras import stale_cameras
+from clap_policy_ros.chunk_executor import ExecutorConfig
 from clap_policy_ros.commands import CommandPublisher, command_messages
 from clap_policy_ros.parameters import (PARAMETERS, NodeParams, live_change_problem)
+from clap_policy_ros.robot_state import RobotState
 from clap_policy_ros.run_state import RunState
 from clap_policy_ros.status import policy_state
 from clap_policy_ros.synchronizer import FreshestSetSynchronizer
@@ -68,6 +75,53 @@ def test_command_messages_per_arm():
                                atol=1e-12)
     assert left_gripper.data == 0.04 and msgs["right"][1].data == 0.07
     assert msgs["right"][0].pose.position.z == 0.5
+    swapped = command_messages(Header(), command, ActionLayout(("right", "left")))
+    assert swapped["right"][1].data == 0.04 and swapped["left"][0].pose.position.z == 0.5
+
+
+def test_the_parts_take_the_contracts_layout():
+    layout = load_contract().action.layout
+    assert layout == DEFAULT_LAYOUT
+    config = NodeParams.read(defaults().__getitem__).executor_config(16, layout.dim, layout)
+    assert list(config.angle_dims) == [3, 4, 5, 10, 11, 12] == list(ExecutorConfig().angle_dims)
+    one_arm = ActionLayout(("arm",))
+    config = NodeParams.read(defaults().__getitem__).executor_config(16, 7, one_arm)
+    assert config.angle_dims == (3, 4, 5)
+
+
+def test_robot_state_is_the_layouts_vector():
+    def pose(x):
+        msg = PoseStamped()
+        msg.pose.position.x, msg.pose.orientation.w = x, 1.0
+        return msg
+
+    state = RobotState(layout=ActionLayout(("right", "left")))
+    state.set_pose("left", pose(0.1))
+    state.set_gripper("left", Float64(data=0.2))
+    assert state.vector() is None  # the right arm not heard from yet
+    state.set_pose("right", pose(0.3))
+    state.set_gripper("right", Float64(data=0.4))
+    np.testing.assert_allclose(state.vector(),
+                               [0.3, 0, 0, 0, 0, 0, 0.4, 0.1, 0, 0, 0, 0, 0, 0.2])
+    assert RobotState().layout == DEFAULT_LAYOUT and RobotState(enabled=False).vector() is None
+
+
+def test_the_node_and_the_fake_policy_load_neither_torch_nor_transformers():
+    code = ("import sys, clap_policy_ros.node, fake_policy; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=pathlib.Path(__file__).parent)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_fake_policy_is_a_policy_of_the_interface():
+    from fake_policy import FakePolicy
+
+    fake = FakePolicy({"sleep": 0.0})
+    assert isinstance(fake, Policy)
+    assert ActionLayout.from_names(fake.action_names) == DEFAULT_LAYOUT
+    pred = fake.predict({"head": np.zeros((4, 4, 3), np.uint8)}, "go", seed=1)
+    assert type(pred) is Prediction and pred.actions.shape == (16, 14)
 
 
 def test_command_publisher_sends_pose_then_gripper_per_arm():

@@ -1,10 +1,12 @@
 """Unit tests of the safety filter and the episode log."""
 
+import dataclasses
 import json
 import math
 
 import numpy as np
 import pytest
+from clap_train.interface import ActionLayout
 
 from clap_policy_ros.episode_log import EpisodeLog
 from clap_policy_ros.safety import SafetyFilter, SafetyLimits
@@ -69,6 +71,20 @@ def test_limits_validation():
         SafetyLimits(left_min=(0, 0, 0), left_max=(0, 1, 1))
     with pytest.raises(ValueError, match="gripper range"):
         SafetyLimits(gripper_min=1.0, gripper_max=0.0)
+    with pytest.raises(ValueError, match=r"no workspace limits for arm\(s\) \['middle'\]"):
+        SafetyFilter(limits(), ActionLayout(("left", "middle")))
+
+
+def test_the_filter_follows_its_layout():
+    # the right arm first: its values are the vector's first seven
+    lim = dataclasses.replace(limits(), left_min=(0.4, 0.4, 0.4))
+    f = SafetyFilter(lim, ActionLayout(("right", "left")))
+    target = np.zeros(14)
+    target[[6, 13]] = [1.0, 0.05]
+    out, acted = f.filter(target, previous=None)
+    assert out[0:3].tolist() == [0.0, 0.0, 0.0] and out[7:10].tolist() == [0.4, 0.4, 0.4]
+    assert out[6] == 0.08 and out[13] == 0.05
+    assert acted == ["right_gripper_range", "left_workspace"]
 
 
 def test_episode_log_appends_fsynced_records(tmp_path):

@@ -40,6 +40,7 @@ import numpy as np
 import rclpy
 import yaml
 from clap_train.cli import find_ros_executable
+from clap_train.data.layout import ARM_WIDTH, DEFAULT_LAYOUT
 from clap_train.io import atomic_path, atomic_write_text
 from geometry_msgs.msg import PoseStamped
 from clap_policy_ros.chunk_executor import EXECUTOR_MODES
@@ -54,8 +55,6 @@ from .human_videos import write_mp4
 from .scene import ARMS
 from .scripted import scripted_trajectory
 from .tasks import TASKS
-
-VECTOR_NAMES = [f"{arm}_{s}" for arm in ARMS for s in ("x", "y", "z", "roll", "pitch", "yaw", "gripper")]
 
 
 class EvalError(RuntimeError):
@@ -220,9 +219,9 @@ def plot_trajectories(path: Path, times, state, target, chunks, title: str) -> N
     times = np.asarray(times)
     t0 = times[0] if len(times) else 0.0
     state, target = np.asarray(state), np.asarray(target)
-    fig, axes = plt.subplots(7, 2, figsize=(12, 14), sharex=True)
-    for d, name in enumerate(VECTOR_NAMES):
-        ax = axes[d % 7, d // 7]
+    fig, axes = plt.subplots(ARM_WIDTH, len(DEFAULT_LAYOUT.arms), figsize=(12, 14), sharex=True)
+    for d, name in enumerate(DEFAULT_LAYOUT.names):  # one column per arm
+        ax = axes[d % ARM_WIDTH, d // ARM_WIDTH]
         for i, (t, dt, data, _) in enumerate(chunks):
             if data.shape[1] > d:
                 ax.plot(t - t0 + dt * np.arange(len(data)), data[:, d], color="tab:orange", alpha=0.35, lw=0.8,

@@ -8,7 +8,7 @@ recorded episode has language subtasks aligned with its actions.
 
 Actions come out two ways: per-arm targets (position, quaternion w,x,y,z, gripper 0..1) that
 the scene and the ROS PoseStamped messages use, and the contract's 14-D vector
-[left x,y,z, roll,pitch,yaw (Euler xyz, rad), gripper, right ...].
+[left x,y,z, roll,pitch,yaw (Euler xyz, rad), gripper, right ...] (clap_train.data.layout).
 
 ROS-free.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from clap_train.data.layout import DEFAULT_LAYOUT
 from clap_train.data.rotations import euler_xyz_to_quat, quat_to_euler_xyz
 from scipy.spatial.transform import Rotation, Slerp
 
@@ -71,10 +72,8 @@ class Trajectory:
 
     def actions14(self) -> np.ndarray:
         """[T, 14] float32 in the contract layout (Euler xyz in [-pi, pi))."""
-        parts = []
-        for arm in ARMS:
-            parts += [self.pos[arm], quat_wxyz_to_euler(self.quat[arm]), self.gripper[arm][:, None]]
-        return np.concatenate(parts, axis=1).astype(np.float32)
+        return DEFAULT_LAYOUT.vector({arm: (self.pos[arm], quat_wxyz_to_euler(self.quat[arm]), self.gripper[arm])
+                                      for arm in ARMS}).astype(np.float32)
 
     def target(self, step: int) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
         """Targets at ``step`` as arm -> (pos, quat, gripper), held after the end."""

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from clap_sim import scene as scene_mod
 from clap_sim.human_videos import apply_look, record_human_videos
-from clap_sim.scene import ARMS, BimanualScene, SceneError
+from clap_sim.scene import ARMS, ArmPose, BimanualScene, SceneError
 from clap_sim.scripted import quat_wxyz_to_euler, run_scripted, scripted_trajectory
 from clap_sim.tasks import TASKS, make_task
+from clap_sim.vectors import apply_vector14, vector14
+from clap_train.data.layout import DEFAULT_LAYOUT
 
 
 def test_core_modules_do_not_import_ros():
@@ -22,6 +24,28 @@ def test_core_modules_do_not_import_ros():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", f"a ROS-free clap_sim module imported ROS: {out.stdout}"
+
+
+def test_vectors_are_the_layouts():
+    quarter = np.array([np.sqrt(0.5), np.sqrt(0.5), 0.0, 0.0])  # w, x, y, z: roll +90 degrees
+    poses = {"left": ArmPose(np.array([0.1, 0.2, 0.3]), np.array([1.0, 0, 0, 0]), 0.4),
+             "right": ArmPose(np.array([0.5, 0.6, 0.7]), quarter, 0.8)}
+    v = vector14(poses)
+    right = DEFAULT_LAYOUT.arm("right")
+    assert v.shape == (14,) and v.dtype == np.float64
+    np.testing.assert_allclose(v[right.position], [0.5, 0.6, 0.7])
+    np.testing.assert_allclose(v[right.euler], [np.pi / 2, 0, 0], atol=1e-12)
+    assert v[right.gripper] == 0.8 and v[DEFAULT_LAYOUT.arm("left").gripper] == 0.4
+    targets = {}
+
+    class Scene:
+        def set_arm_target(self, arm, pos, quat, gripper):
+            targets[arm] = (pos, quat, gripper)
+
+    apply_vector14(Scene(), v)
+    np.testing.assert_allclose(targets["right"][0], [0.5, 0.6, 0.7])
+    np.testing.assert_allclose(np.abs(targets["right"][1]), quarter, atol=1e-12)
+    assert targets["right"][2] == 0.8 and targets["left"][2] == 0.4
 
 
 def test_arm_reaches_a_pose_target_and_gripper_opens():
@@ -139,6 +163,9 @@ def test_trajectory_actions_follow_the_contract_layout():
     np.testing.assert_allclose(a[0, 3:6], quat_wxyz_to_euler(traj.quat["left"][0]), atol=1e-6)
     # The left arm's handover orientation: roll +90 degrees.
     assert a[int(5.2 * 30), 3] == pytest.approx(np.pi / 2, abs=1e-3)
+    right = DEFAULT_LAYOUT.arm("right")
+    np.testing.assert_allclose(a[0, right.position], traj.pos["right"][0], atol=1e-6)
+    assert ARMS == DEFAULT_LAYOUT.arms  # the scene's arms are the vector's
     labels = traj.subtasks
     assert len(labels) == 240 and all(labels) and len(set(labels)) >= 5
     assert labels[0].startswith("move the right gripper above")

@@ -12,7 +12,10 @@ A policy directory (written atomically by ``save_policy``)::
 ``predict`` takes HxWx3 uint8 frames per camera, resizes them to the training size, runs either
 constrained token decoding (``mode="ntp"``) + the Act-VAE decoder, or one prompt pass through the
 VLM's first layers + ``num_steps`` Euler steps of the flow head (``mode="rf"``), and returns the
-chunk in robot units with Euler angles wrapped to [-pi, pi).
+chunk in robot units with Euler angles wrapped to [-pi, pi) (a ``Prediction``).
+
+``Prediction`` and the ``Policy`` protocol that ``ClapPolicy`` implements live in the torch-free
+``clap_train.interface`` (what the policy node imports); ``Prediction`` is re-exported here.
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ from clap_train.config import from_dict, to_dict
 from clap_train.cpus import limit_torch_threads
 from clap_train.data.images import resize_rgb
 from clap_train.data.action_space import ActionSpace
+from clap_train.data.layout import DEFAULT_LAYOUT, ActionLayout
 from clap_train.data.normalize import Normalizer
 from clap_train.data.rotations import unwrap_vector_euler, wrap_vector_euler
+from clap_train.interface import Prediction
 from clap_train.io import atomic_dir
 from clap_train.models.act_vae import ActVAE, ActVAEConfig
 from clap_train.models.flow_head import FlowHead, FlowHeadConfig, RTCGuidance
@@ -42,7 +47,6 @@ from clap_train.models.ntp import ActionVocab, CAMERAS, add_action_tokens, encod
 from clap_train.models.vlm import VLMConfig, VLMProcessor, build_vlm, prompt_features
 
 FORMAT = "clap-policy/1"
-ACTION_NAMES = [f"{arm}_{n}" for arm in ("left", "right") for n in ("x", "y", "z", "roll", "pitch", "yaw", "gripper")]
 # Largest |normalised action| a prediction may have (the data's q01/q99 map to -1/1).
 ACTION_LIMIT = 1.5
 
@@ -53,8 +57,8 @@ class PolicyMeta:
 
     format: str = FORMAT
     chunk_len: int = 32
-    action_dim: int = 14
-    action_names: list[str] = dataclasses.field(default_factory=lambda: list(ACTION_NAMES))
+    action_dim: int = DEFAULT_LAYOUT.dim
+    action_names: list[str] = dataclasses.field(default_factory=lambda: DEFAULT_LAYOUT.names)
     camera_names: list[str] = dataclasses.field(default_factory=lambda: list(CAMERAS))
     rate_hz: float = 30.0
     image_size: int = 224
@@ -69,25 +73,20 @@ class PolicyMeta:
             raise ValueError(f"not a CLAP policy of format {FORMAT} (got {self.format!r})")
         if len(self.action_names) != self.action_dim:
             raise ValueError(f"{len(self.action_names)} action names for action_dim {self.action_dim}")
+        ActionLayout.from_names(self.action_names)  # ValueError unless the names are a layout's
         if self.rate_hz <= 0 or self.chunk_len <= 0 or self.num_queries <= 0 or self.max_subtask_tokens < 0:
             raise ValueError("rate_hz, chunk_len and num_queries must be positive")
         if self.flow is not None and (self.flow.chunk_len, self.flow.action_dim) != (self.chunk_len, self.action_dim):
             raise ValueError("the flow head's chunk shape differs from the policy's")
 
     @property
+    def layout(self) -> ActionLayout:
+        """The action vector's layout, from ``action_names``."""
+        return ActionLayout.from_names(self.action_names)
+
+    @property
     def euler_indices(self) -> list[int]:
-        return [i for i, n in enumerate(self.action_names) if n.endswith(("_roll", "_pitch", "_yaw"))]
-
-
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-    """One predicted chunk: actions [chunk_len, action_dim] float32 in robot units."""
-
-    actions: np.ndarray
-    subtask: str
-    latency: float
-    mode: str
-    tokens: np.ndarray | None = None
+        return self.layout.euler_indices
 
 
 def save_policy(path: str | pathlib.Path, meta: PolicyMeta, vlm, processor: VLMProcessor, act_vae: ActVAE,
@@ -127,6 +126,7 @@ class ClapPolicy:
     chunk_len = property(lambda self: self.meta.chunk_len)
     action_dim = property(lambda self: self.meta.action_dim)
     action_names = property(lambda self: list(self.meta.action_names))
+    layout = property(lambda self: self.meta.layout)
     camera_names = property(lambda self: list(self.meta.camera_names))
     rate_hz = property(lambda self: self.meta.rate_hz)
     image_size = property(lambda self: self.meta.image_size)

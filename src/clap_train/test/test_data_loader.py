@@ -14,8 +14,9 @@ import torch
 from clap_train.cli import main as clap_main
 from clap_train.data.contract import load_contract
 from clap_train.data.convert import convert_bags
-from clap_train.data.dataset import ClapDataset, MixedDataset, collate_samples
+from clap_train.data.dataset import ClapDataset, DatasetError, MixedDataset, collate_samples
 from clap_train.data.images import resize_rgb
+from clap_train.data.layout import DEFAULT_LAYOUT
 from clap_train.data.synthetic_bag import CameraSetup, image_pattern, write_bag
 from clap_train.data.video import Mp4Writer, decode_all
 
@@ -77,6 +78,22 @@ def test_actions_only_samples_skip_video_and_keep_the_same_values(datasets):
         assert "images" not in b and "future_head" not in b
         assert torch.equal(a["action"], b["action"]) and torch.equal(a["action_pad"], b["action_pad"])
         assert torch.equal(a["state"], b["state"]) and a["image_mask"].tolist() == b["image_mask"].tolist()
+
+
+def test_the_layout_comes_from_the_contract_or_else_from_the_action_names(datasets, tmp_path):
+    import shutil
+
+    assert ClapDataset(datasets / "robot", load_images=False).layout == DEFAULT_LAYOUT
+    copy = tmp_path / "robot"
+    shutil.copytree(datasets / "robot", copy, ignore=shutil.ignore_patterns("cache", "videos"))
+    (copy / "meta/contract.yaml").unlink()  # as in a dataset written by LeRobot itself
+    ds = ClapDataset(copy, load_images=False)
+    assert ds.layout == DEFAULT_LAYOUT and ds.action_space.euler_indices == [3, 4, 5, 10, 11, 12]
+    info = json.loads((copy / "meta/info.json").read_text())
+    info["features"]["action"]["names"] = [f"joint_{i}" for i in range(14)]
+    (copy / "meta/info.json").write_text(json.dumps(info))
+    with pytest.raises(DatasetError, match="info.json.*action.*not one arm's"):
+        ClapDataset(copy, load_images=False)
 
 
 def test_images_and_future_head_are_the_right_frames(datasets):

@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 import torch
 
+from clap_train.config import to_dict
 from clap_train.data.action_space import ActionSpace
+from clap_train.data.layout import DEFAULT_LAYOUT
 from clap_train.data.normalize import Normalizer
+from clap_train.interface import Policy
 from clap_train.models.act_vae import ActVAEConfig
 from clap_train.models.flow_head import FlowHeadConfig
 from clap_train.models.vlm import VLMConfig
 from clap_train.policy import (
-    ClapPolicy, PolicyMeta, build_policy_parts, make_tiny_policy, save_policy, tiny_stats,
+    ClapPolicy, PolicyMeta, Prediction, build_policy_parts, make_tiny_policy, save_policy, tiny_stats,
 )
 
 SMALL = VLMConfig(image_size=64, hidden_size=64, layers=2, heads=4, kv_heads=2, intermediate_size=128,
@@ -42,6 +45,15 @@ def test_contract_attributes(policy):
     assert policy.action_names[:7] == ["left_x", "left_y", "left_z", "left_roll", "left_pitch", "left_yaw",
                                        "left_gripper"]
     assert policy.image_size == 64 and policy.modes == ["ntp", "rf"]
+    assert policy.layout == DEFAULT_LAYOUT and policy.action_names == DEFAULT_LAYOUT.names
+    assert isinstance(policy, Policy)  # what the node calls (clap_train.interface)
+    assert isinstance(policy.predict(camera_frames(), "go", mode="ntp"), Prediction)
+
+
+def test_prediction_is_the_interfaces():
+    import clap_train.interface
+
+    assert Prediction is clap_train.interface.Prediction
 
 
 @pytest.mark.parametrize("mode", ["rf", "ntp"])
@@ -146,6 +158,30 @@ def test_incomplete_or_ntp_only_directories(policy_dir, tmp_path):
     (broken / "action_space.json").unlink()
     with pytest.raises(FileNotFoundError, match="action_space.json"):
         ClapPolicy.load(broken, warmup=False)
+
+
+# policy.json's action names as policies saved before the layout had a module of its own list them
+SAVED_NAMES = ["left_x", "left_y", "left_z", "left_roll", "left_pitch", "left_yaw", "left_gripper",
+               "right_x", "right_y", "right_z", "right_roll", "right_pitch", "right_yaw", "right_gripper"]
+
+
+def test_a_policy_saved_before_loads_and_its_names_give_the_layout(policy_dir, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(policy_dir, old)
+    meta = json.loads((old / "policy.json").read_text())
+    assert meta["format"] == "clap-policy/1" and meta["action_dim"] == 14
+    meta["action_names"] = SAVED_NAMES
+    (old / "policy.json").write_text(json.dumps(meta, indent=1))
+    loaded = ClapPolicy.load(old, warmup=False)
+    assert loaded.action_names == SAVED_NAMES and loaded.layout == DEFAULT_LAYOUT
+    assert loaded.meta.euler_indices == [3, 4, 5, 10, 11, 12] == loaded.space.euler_indices
+    assert json.loads(json.dumps(to_dict(loaded.meta))) == meta  # and it is saved as it was read
+    meta["action_names"] = [f"joint_{i}" for i in range(14)]
+    (old / "policy.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="not one arm's"):
+        ClapPolicy.load(old, warmup=False)
 
 
 def test_thread_safe_predictions_match_sequential(policy):

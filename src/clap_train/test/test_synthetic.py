@@ -6,15 +6,18 @@ import numpy as np
 import pytest
 import torch
 
+from clap_train.data.layout import DEFAULT_LAYOUT
 from clap_train.data.synthetic import (
-    ACTION_NAMES, CAMERAS, SyntheticDataset, chunk_unwrap, collate_samples, make_episode, render,
+    CAMERAS, SyntheticDataset, chunk_unwrap, collate_samples, make_episode, render,
 )
 
 
 def test_episode_layout_and_smoothness():
     ep = make_episode(5, length=120)
     assert ep.state.shape == (120, 14) and ep.action.shape == (120, 14)
-    assert len(ACTION_NAMES) == 14 and ACTION_NAMES[6] == "left_gripper" and ACTION_NAMES[12] == "right_yaw"
+    names = DEFAULT_LAYOUT.names
+    assert len(names) == 14 and names[6] == "left_gripper" and names[12] == "right_yaw"
+    assert SyntheticDataset(1, episode_len=40, images=False).action_space.euler_indices == [3, 4, 5, 10, 11, 12]
     # action[t] is the pose commanded for t+1
     np.testing.assert_allclose(ep.action[:-1], ep.state[1:], atol=1e-6)
     yaw = ep.state[:, [5, 12]]

@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from clap_train.data.layout import DEFAULT_LAYOUT, EULER, ArmSlices
 from clap_train.data.normalize import Normalizer
 from clap_train.data.rotations import unwrap_euler
 
@@ -33,16 +34,19 @@ FILENAME = "action_space.json"
 
 
 def arm_blocks(euler_indices: Sequence[int]) -> list[tuple[int, int, int]]:
-    """(position start, Euler start, gripper index) of each arm: xyz, roll/pitch/yaw, gripper."""
+    """(position start, Euler start, gripper index) of each arm whose roll/pitch/yaw are at ``euler_indices``.
+
+    Each run of three Euler indices is one arm of the layout (clap_train.data.layout).
+    """
     idx = sorted(int(i) for i in euler_indices)
     if len(idx) % 3 or any(idx[k + 1] != idx[k] + 1 or idx[k + 2] != idx[k] + 2 for k in range(0, len(idx), 3)):
         raise ValueError(f"Euler indices {idx} are not runs of roll, pitch, yaw")
     blocks = []
     for k in range(0, len(idx), 3):
-        e = idx[k]
-        if e < 3:
-            raise ValueError(f"Euler run at {e} has no xyz position before it")
-        blocks.append((e - 3, e, e + 3))
+        start = idx[k] - EULER.start
+        if start < 0:
+            raise ValueError(f"Euler run at {idx[k]} has no xyz position before it")
+        blocks.append(ArmSlices(f"arm{k // 3}", start).block)
     return blocks
 
 
@@ -152,7 +156,7 @@ class ActionSpace:
             stats = directory / "stats.json"
             if stats.is_file():
                 return cls("absolute", Normalizer.from_stats_file(stats),
-                           euler_indices if euler_indices is not None else [3, 4, 5, 10, 11, 12])
+                           euler_indices if euler_indices is not None else DEFAULT_LAYOUT.euler_indices)
         except (KeyError, ValueError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: not a valid action space: {exc}") from exc
         raise FileNotFoundError(f"{directory} has no {FILENAME} (nor stats.json)")

@@ -7,7 +7,8 @@ dataclasses through :func:`clap_train.config.load_config`); it never imports ROS
 
 The 14-D vector layout of ``observation.state`` and ``action`` is
 ``[left x,y,z, left roll,pitch,yaw, left gripper, right x,y,z, right roll,pitch,yaw, right gripper]``
-(Euler xyz in radians), built from one pose topic and one gripper topic per arm.
+(Euler xyz in radians), built from one pose topic and one gripper topic per arm: the
+:class:`~clap_train.data.layout.ActionLayout` of the contract's arms (``contract.action.layout``).
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ from typing import Literal
 import yaml
 
 from clap_train.config import ConfigError, load_config
+from clap_train.data.layout import ActionLayout
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 POSE_TYPES = ("geometry_msgs/msg/PoseStamped",)
 GRIPPER_TYPES = ("std_msgs/msg/Float64",)
-VECTOR_SUFFIXES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
-EULER_OFFSETS = (3, 4, 5)  # roll, pitch, yaw within one arm's 7 values
 
 Stamp = Literal["header", "receive"]
 GapPolicy = Literal["split", "drop", "fail"]
@@ -108,17 +108,22 @@ class VectorSpec:
             raise ValueError(f"{self.key}: arm names must be unique and non-empty, got {names}")
 
     @property
+    def layout(self) -> ActionLayout:
+        """Which index of the vector holds what (the arms in this order, 7 values each)."""
+        return ActionLayout(tuple(a.name for a in self.arms))
+
+    @property
     def names(self) -> list[str]:
-        return [f"{arm.name}_{s}" for arm in self.arms for s in VECTOR_SUFFIXES]
+        return self.layout.names
 
     @property
     def dim(self) -> int:
-        return 7 * len(self.arms)
+        return self.layout.dim
 
     @property
     def euler_indices(self) -> list[int]:
         """Indices of the Euler angles (unwrapped within an episode, wrapped when published)."""
-        return [7 * i + o for i in range(len(self.arms)) for o in EULER_OFFSETS]
+        return self.layout.euler_indices
 
     def topics(self) -> list[TopicSpec]:
         return [t for arm in self.arms for t in (arm.pose, arm.gripper)]

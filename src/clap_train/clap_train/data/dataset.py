@@ -41,6 +41,7 @@ from clap_train.data.action_space import ActionSpace
 from clap_train.data.align import canonical_branch
 from clap_train.data.frame_cache import FrameCache
 from clap_train.data.images import resize_rgb
+from clap_train.data.layout import ActionLayout
 from clap_train.data.normalize import Normalizer
 from clap_train.data.video import VideoFrameReader
 
@@ -124,16 +125,19 @@ class ClapDataset(Dataset):
         self._euler = []
         contract_path = self.root / "meta" / "contract.yaml"
         self.action_space: ActionSpace | None = None
+        self.layout: ActionLayout | None = None  # of the state and action vectors (robot datasets)
         if self.is_robot:
             self.normalizer = Normalizer.from_stats_file(self.root / "meta" / "stats.json")
             if contract_path.is_file():
                 from clap_train.data.contract import contract_from_yaml_text
 
-                self._euler = contract_from_yaml_text(
-                    contract_path.read_text(), str(contract_path)
-                ).action.euler_indices
-            else:
-                self._euler = [i for i, n in enumerate(self.action_names) if n.endswith(("roll", "pitch", "yaw"))]
+                self.layout = contract_from_yaml_text(contract_path.read_text(), str(contract_path)).action.layout
+            else:  # e.g. written by LeRobot itself: the action's dimension names say the layout
+                try:
+                    self.layout = ActionLayout.from_names(self.action_names)
+                except ValueError as exc:
+                    raise DatasetError(f"{self.root / 'meta' / 'info.json'}: {ACTION_KEY}: {exc}") from exc
+            self._euler = self.layout.euler_indices
             self.action_space = ActionSpace("absolute", self.normalizer, self._euler)
         else:
             self.normalizer = None

@@ -7,8 +7,9 @@ both from a seed, in numpy only, so tests, demos and benchmarks run before any r
 - ``make_episode(seed)``: both arms (or one) pick an object and place it: reach, descend, grasp
   (gripper closes), lift, carry, place (gripper opens), retreat; minimum-jerk segments at 30 Hz.
   About a third of the episodes turn the wrist yaw across +-pi, so wrap handling is exercised.
-  Layout is the 14-D contract: [left x,y,z, roll,pitch,yaw, gripper, right x,y,z, roll,pitch,yaw,
-  gripper]; ``state[t]`` is the pose at t, ``action[t]`` the commanded pose for t+1.
+  Layout is the 14-D contract's (``clap_train.data.layout.DEFAULT_LAYOUT``): [left x,y,z,
+  roll,pitch,yaw, gripper, right x,y,z, roll,pitch,yaw, gripper]; ``state[t]`` is the pose at t,
+  ``action[t]`` the commanded pose for t+1.
 - ``render(episode, t, camera, look)``: a top-down drawing of the table, objects, place mats and
   both arms (a thick segment from shoulder to end effector) and end effectors (disc size = height, a line =
   yaw, two finger dots = gripper opening) on a
@@ -36,17 +37,16 @@ import torch
 from torch.utils.data import Dataset
 
 from clap_train.data.action_space import ActionSpace
+from clap_train.data.layout import DEFAULT_LAYOUT as LAYOUT
 from clap_train.data.normalize import Normalizer
 
 FPS = 30
-ACTION_NAMES = [f"{arm}_{n}" for arm in ("left", "right") for n in ("x", "y", "z", "roll", "pitch", "yaw", "gripper")]
 CAMERAS = ("head", "left_wrist", "right_wrist")
 COLORS = {
     "red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
     "purple": (150, 60, 190), "orange": (240, 140, 30), "cyan": (40, 200, 210), "white": (240, 240, 240),
 }
-_YAW = (5, 12)  # yaw columns of the 14-D layout
-EULER_INDICES = [i for i, n in enumerate(ACTION_NAMES) if n.endswith(("roll", "pitch", "yaw"))]
+_YAW = tuple(LAYOUT.indices("yaw"))  # yaw columns of the 14-D layout
 
 
 def wrap_to_pi(x: np.ndarray) -> np.ndarray:
@@ -201,8 +201,8 @@ def render(episode: Episode, t: int, camera: str = "head", size: int = 64, look:
     if camera == "head":
         cx, cy, half = _HEAD_VIEW
     else:
-        arm = 0 if camera == "left_wrist" else 7
-        cx, cy, half = float(s[arm]), float(s[arm + 1]), _WRIST_HALF
+        arm = LAYOUT.arm("left" if camera == "left_wrist" else "right")
+        cx, cy, half = float(s[arm.index("x")]), float(s[arm.index("y")]), _WRIST_HALF
     X, Y = _grid(size, cx, cy, half)
     img = np.empty((size, size, 3), np.float32)
     bg = np.array(episode.background, np.float32)
@@ -223,12 +223,12 @@ def render(episode: Episode, t: int, camera: str = "head", size: int = 64, look:
         r = 0.025 * (1 + 1.5 * (oz - 0.02))
         m = (np.abs(X - ox) < r) & (np.abs(Y - oy) < r)
         img[np.broadcast_to(m, (size, size))] = COLORS[episode.object_colors[k]]
-    for arm, base in ((0, (150, 30, 30)), (7, (30, 30, 150))):
-        x, y, z, yaw, g = (float(s[arm + i]) for i in (0, 1, 2, 5, 6))
+    for arm, base in ((LAYOUT.arm("left"), (150, 30, 30)), (LAYOUT.arm("right"), (30, 30, 150))):
+        x, y, z, yaw, g = (float(s[arm.index(f)]) for f in ("x", "y", "z", "yaw", "gripper"))
         rad = 0.025 + 0.1 * z
         col = np.array((225, 180, 150) if look == "human" else base, np.float32)
         # the arm (or forearm) seen from above: a thick segment from its shoulder to the end effector
-        sx, sy = 0.02, 0.30 * (1.0 if arm == 0 else -1.0)
+        sx, sy = 0.02, 0.30 * (1.0 if arm.name == "left" else -1.0)
         vx, vy = x - sx, y - sy
         u = np.clip(((X - sx) * vx + (Y - sy) * vy) / max(vx * vx + vy * vy, 1e-9), 0.0, 1.0)
         link = (X - sx - u * vx) ** 2 + (Y - sy - u * vy) ** 2 < 0.018**2
@@ -322,7 +322,7 @@ class SyntheticDataset(Dataset):
         self.images, self.human = images, human
         self.stats = stats or compute_stats(self.episodes, chunk_len)
         self.normalizer = Normalizer.from_stats(self.stats)
-        self.action_space = ActionSpace("absolute", self.normalizer, EULER_INDICES)
+        self.action_space = ActionSpace("absolute", self.normalizer, LAYOUT.euler_indices)
         self.index = [(e, t) for e, ep in enumerate(self.episodes) for t in range(0, ep.length, frame_stride)]
 
     def __len__(self) -> int:
@@ -356,8 +356,8 @@ class SyntheticDataset(Dataset):
             sample["future_head"] = self.image(e, min(t + self.future_offset, ep.length - 1), "head")
         chunk, pad = self.chunk(i)
         if self.human:
-            sample["action"] = torch.zeros(self.chunk_len, 14)
-            sample["state"] = torch.zeros(14)
+            sample["action"] = torch.zeros(self.chunk_len, LAYOUT.dim)
+            sample["state"] = torch.zeros(LAYOUT.dim)
         else:
             sample["action"] = torch.from_numpy(chunk)
             sample["state"] = torch.from_numpy(self.action_space.encode_state(ep.state[t]))

@@ -38,19 +38,22 @@ import sys
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from clap_train.data.layout import ActionLayout
+
 BASELINES = ("mean chunk", "hold state")
 
 
-def group_errors(pred: np.ndarray, true: np.ndarray, pad: np.ndarray, blocks, arm_names) -> dict[str, float]:
-    """Mean errors per group over unpadded rows: position (mm), rotation (deg), gripper."""
+def group_errors(pred: np.ndarray, true: np.ndarray, pad: np.ndarray, layout: ActionLayout) -> dict[str, float]:
+    """Mean errors per arm of ``layout`` over unpadded rows: position (mm), rotation (deg), gripper."""
     keep = ~np.asarray(pad, dtype=bool)
     p, t = np.asarray(pred, dtype=np.float64)[keep], np.asarray(true, dtype=np.float64)[keep]
     out = {}
-    for name, (pos, eul, grip) in zip(arm_names, blocks):
-        out[f"{name} position mm"] = float(np.linalg.norm(p[:, pos:pos + 3] - t[:, pos:pos + 3], axis=1).mean() * 1e3)
-        rel = Rotation.from_euler("xyz", p[:, eul:eul + 3]) * Rotation.from_euler("xyz", t[:, eul:eul + 3]).inv()
-        out[f"{name} rotation deg"] = float(np.degrees(rel.magnitude()).mean())
-        out[f"{name} gripper"] = float(np.abs(p[:, grip] - t[:, grip]).mean())
+    for arm in layout.arm_slices:
+        pos, eul, grip = arm.position, arm.euler, arm.gripper
+        out[f"{arm.name} position mm"] = float(np.linalg.norm(p[:, pos] - t[:, pos], axis=1).mean() * 1e3)
+        rel = Rotation.from_euler("xyz", p[:, eul]) * Rotation.from_euler("xyz", t[:, eul]).inv()
+        out[f"{arm.name} rotation deg"] = float(np.degrees(rel.magnitude()).mean())
+        out[f"{arm.name} gripper"] = float(np.abs(p[:, grip] - t[:, grip]).mean())
     return out
 
 
@@ -65,8 +68,7 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
     from tqdm.auto import tqdm
 
     space = policy.space
-    blocks = space.blocks
-    arm_names = [n.rsplit("_", 1)[0] for n in (policy.action_names[b[0]] for b in blocks)]
+    layout = policy.layout
     eps = sorted(set(int(e) for e in dataset._ep)) if episodes is None else list(episodes)
     frames = [i for i in range(len(dataset)) if int(dataset._ep[i]) in eps and int(dataset._frame[i]) % stride == 0]
     if not frames:
@@ -97,7 +99,7 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
         for name, pred in preds.items():
             # the prediction on the true chunk's Euler branch, so angle differences are small ones
             pred = _match_branch(pred, chunk, space.euler_indices)
-            rows[name].append(group_errors(pred, chunk, pad, blocks, arm_names))
+            rows[name].append(group_errors(pred, chunk, pad, layout))
             if int(dataset._frame[i]) == 0:
                 first[name].append(rows[name][-1])
             err = (space.encode(pred, state) - true_n)[~pad]
@@ -116,7 +118,7 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
             continue
         for s in np.linspace(0, n - span - 1, compounding_starts).round().astype(int):
             starts.append(idx[int(s)])
-    grip = [b[2] for b in blocks]
+    grip = layout.gripper_indices
     for m in modes:
         for i0 in tqdm(starts, desc=f"compounding ({m})", disable=not progress):
             state = dataset.raw(i0)[0]
@@ -135,8 +137,8 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
                 state = dataset.raw(j)[0] + deviation
             traj = np.asarray(traj[:ticks])
             recorded = np.stack([dataset.raw(i0 + k)[1][0] for k in range(ticks)])
-            drift[m].append([float(np.mean([np.linalg.norm(traj[k, b[0]:b[0] + 3] - recorded[k, b[0]:b[0] + 3])
-                                            for b in blocks]) * 1e3) for k in range(ticks)])
+            drift[m].append([float(np.mean([np.linalg.norm(traj[k, a.position] - recorded[k, a.position])
+                                            for a in layout.arm_slices]) * 1e3) for k in range(ticks)])
     seconds = [s for s in (1.0, 2.0, 3.0) if s <= horizon_s]
     compounding = {m: {f"{s:.0f} s": float(np.mean([d[int(round(s / dt)) - 1] for d in drift[m]])) for s in seconds}
                    for m in modes if drift[m]}
