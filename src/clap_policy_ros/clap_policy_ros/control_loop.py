@@ -9,8 +9,11 @@ what it returns (commands.py). Per tick:
 - otherwise the chunk executor's action for the tick goes through the safety filter (workspace,
   speed and gripper limits relative to the last command); a tick the plan has nothing for holds.
 
-Holding means repeating the last command; before the first one it is the robot's measured state
-(when known), so the arm starts from where it is. ``None`` means there is nothing to send.
+Holding means repeating the last command; before the first one, and at the first tick of an
+episode (``RunState.from_measured``), it is the robot's measured state (when known), so the arm
+starts from where it is, not from where the last episode left its command: the speed limit
+would otherwise drag a reset robot back towards the old pose. ``None`` means there is nothing
+to send.
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ class ControlLoop:
         Return the command for control tick ``step``, or None when there is nothing to send.
 
         ``stale``: the stale cameras ("" when all are fresh); ``measured``: the robot's state as
-        a 14-D vector (None when unknown), asked for only before the first command.
+        a 14-D vector (None when unknown), asked for only before the first command and at the
+        first tick of an episode.
         """
         st = self._state
         with st.lock:
+            restart, st.from_measured = st.from_measured, False
             if stale:
                 st.executor.clear()
                 st.holding_reason = f"stale camera: {stale}"
@@ -51,8 +56,9 @@ class ControlLoop:
             else:
                 target = st.executor.action_at(step)
         previous = self.last_cmd
-        if previous is None:
-            previous = measured()
+        if previous is None or restart:
+            now = measured()
+            previous = now if now is not None else previous
         if target is None:
             if previous is not None:
                 self.last_cmd = previous

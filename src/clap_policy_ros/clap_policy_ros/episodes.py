@@ -73,6 +73,7 @@ class Episodes:
                 "id": episode_id, "instruction": request.instruction, "seed": int(request.seed),
                 "start": time.monotonic(), "start_wall": time.time()}
             self._state.seed = int(request.seed)
+            self._state.from_measured = True
         self._log.start(episode_id, request.instruction, request.seed, episode["start_wall"])
         self._state.set_instruction(request.instruction, reset_queue=True)
         response.success = True

@@ -31,6 +31,9 @@ class RunState:
         self.sequence = 0  # chunks accepted since start
         self.holding_reason = ""
         self.last_error = ""
+        # set when an episode starts: the robot may have been moved or reset since the last
+        # command, so the next command starts from its measured state (control_loop.py)
+        self.from_measured = False
         self.latencies: collections.deque[float] = collections.deque(maxlen=100)
 
     def advance(self) -> int:

@@ -98,3 +98,31 @@ def test_end_of_plan_holds_without_touching_the_reason():
     last = [loop.tick(step, "", lambda: None) for step in range(CHUNK_LEN)][-1]
     np.testing.assert_array_equal(loop.tick(CHUNK_LEN, "", never), last)  # beyond the chunk
     assert state.holding_reason == ""
+
+
+def test_a_new_episode_starts_from_the_measured_state_not_the_last_command():
+    state, loop = make_loop()
+    state.executor.add_chunk(chunk(0.0, 0.03, 0.06, 0.09), start_step=0)
+    for step in range(4):
+        loop.tick(step, "", lambda: None)
+    assert loop.last_cmd[0] == pytest.approx(0.09)  # where the last episode left its command
+    # the robot is reset to x = 0.4 between episodes; the new plan starts there
+    state.executor.clear()
+    state.from_measured = True
+    state.executor.add_chunk(chunk(0.4, 0.41, 0.42, 0.43), start_step=10)
+    first = loop.tick(10, "", lambda: row(0.4))
+    # without the restart the speed limit (0.03 m a tick) would give 0.12, pulling the arm back
+    assert first[0] == pytest.approx(0.4)
+    assert loop.tick(11, "", never)[0] == pytest.approx(0.41)  # measured is read once
+    assert state.from_measured is False
+
+
+def test_a_new_episode_without_a_measured_state_keeps_the_last_command_as_reference():
+    state, loop = make_loop()
+    state.executor.add_chunk(chunk(0.0, 0.03, 0.03, 0.03), start_step=0)
+    loop.tick(0, "", lambda: None)
+    loop.tick(1, "", lambda: None)
+    state.from_measured = True
+    state.executor.add_chunk(chunk(0.4, 0.41, 0.42, 0.43), start_step=5)
+    # nothing measured: still speed-limited from the last command (0.03 + 0.03)
+    assert loop.tick(5, "", lambda: None)[0] == pytest.approx(0.06)
