@@ -113,11 +113,15 @@ def main(argv: list[str] | None = None) -> int:
         r = json.loads((dest / "eval.json").read_text())
         curve.append({"policy": str(pol), "point": dest.name, **cell(r)})
     history = _rf_history(out / "runs" / "rf" / "stage2")
+    last = history[-1] if history else None
     for point in curve:
         step = int(point["point"].split("-")[1]) if point["point"].startswith("step-") else (
-            history[-1]["step"] if history else None)
+            last["step"] if last else None)
         point["rf_step"] = step
         point["rf_seconds"] = next((round(h["elapsed_s"], 1) for h in history if h["step"] == step), None)
+        if point["rf_seconds"] is None and last and step:  # the history keeps the last steps only
+            point["rf_seconds"] = round(last["elapsed_s"] * step / last["step"], 1)
+            point["rf_seconds_estimated"] = True
     result["learning_curve"] = curve
     _plot_curve(curve, out / "learning_curve.png")
 
@@ -161,7 +165,8 @@ def _markdown(result: dict) -> str:
     lines += ["", "Learning curve (lock-step, held-out seeds):", "", "| policy | RF step | RF seconds | success | 95 % CI |",
               "| --- | ---: | ---: | ---: | --- |"]
     for c in result.get("learning_curve", []):
-        lines.append(f"| {c['point']} | {c.get('rf_step', '')} | {c.get('rf_seconds') or ''} | "
+        secs = f"{'~' if c.get('rf_seconds_estimated') else ''}{c.get('rf_seconds') or ''}"
+        lines.append(f"| {c['point']} | {c.get('rf_step', '')} | {secs} | "
                      f"{c['successes']}/{c['episodes']} | {c['ci95'][0]:.2f}-{c['ci95'][1]:.2f} |")
     if "ladder" in result:
         lines += ["", "Ladder (policy node over DDS):", "", "| mode | executor | seeds | success | 95 % CI | mean max reward |",

@@ -5,7 +5,9 @@
 - ``act_vae_dir``: a tiny random Act-VAE saved with ``save_pretrained`` (the NTP and post stages
   need one);
 - ``sigkill_after_checkpoint``: runs a training command in a subprocess and kills it with SIGKILL
-  once its run directory holds a checkpoint (the resume tests' "crash").
+  once its run directory holds a checkpoint (the resume tests' "crash");
+- ``lerobot``: LeRobot's own code in a venv of its own (scripts/lerobot_check/setup_venv.sh, built
+  once per session), run as a subprocess: ``lerobot.read(dataset, rows)`` is what its reader sees.
 """
 
 import os
@@ -62,3 +64,34 @@ def sigkill_after_checkpoint():
         return env
 
     return kill
+
+
+class LeRobot:
+    """Runs the scripts of scripts/lerobot_check with the LeRobot venv's Python."""
+
+    CHECK = pathlib.Path(__file__).resolve().parents[3] / "scripts" / "lerobot_check"
+
+    def __init__(self, venv: pathlib.Path):
+        self.venv = venv
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "LD_LIBRARY_PATH": str(venv / "ffmpeg-libs"),
+                    "PYTHONPATH": ""}
+
+    def run(self, script: str, *args, cwd=None) -> subprocess.CompletedProcess:
+        return subprocess.run([str(self.venv / "bin/python"), str(self.CHECK / script), *map(str, args)],
+                              capture_output=True, text=True, timeout=300, env=self.env, cwd=cwd)
+
+    def read(self, dataset: pathlib.Path, rows) -> dict:
+        """What LeRobot's reader returns for ``rows`` of ``dataset`` (read_with_lerobot.py's JSON)."""
+        import json
+
+        run = self.run("read_with_lerobot.py", dataset, *rows)
+        assert run.returncode == 0, f"LeRobot could not read {dataset}:\n{run.stderr[-4000:]}"
+        return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def lerobot():
+    setup = subprocess.run(["bash", str(LeRobot.CHECK / "setup_venv.sh")], capture_output=True, text=True,
+                           timeout=540)
+    assert setup.returncode == 0, f"cannot build the LeRobot venv:\n{setup.stdout[-2000:]}\n{setup.stderr[-4000:]}"
+    return LeRobot(pathlib.Path(setup.stdout.strip().splitlines()[-1]))

@@ -9,13 +9,9 @@ beside this project's torch. If it cannot be built, this test FAILS (it never sk
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import subprocess
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
 from clap_train.data.contract import load_contract
 from clap_train.data.convert import convert_bags
@@ -23,22 +19,8 @@ from clap_train.data.dataset import ClapDataset
 from clap_train.data.synthetic_bag import CameraSetup, write_bag
 from clap_train.data.video import decode_all
 
-REPO = pathlib.Path(__file__).resolve().parents[3]
-CHECK = REPO / "scripts" / "lerobot_check"
 
-
-@pytest.fixture(scope="module")
-def venv():
-    setup = subprocess.run(["bash", str(CHECK / "setup_venv.sh")], capture_output=True, text=True, timeout=540)
-    assert setup.returncode == 0, f"cannot build the LeRobot venv:\n{setup.stdout[-2000:]}\n{setup.stderr[-4000:]}"
-    return pathlib.Path(setup.stdout.strip().splitlines()[-1])
-
-
-def _env(venv: pathlib.Path) -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "LD_LIBRARY_PATH": str(venv / "ffmpeg-libs"), "PYTHONPATH": ""}
-
-
-def test_lerobot_reads_our_dataset(tmp_path, venv):
+def test_lerobot_reads_our_dataset(tmp_path, lerobot):
     cams = {
         "head": CameraSetup("rgb8", 48, 64),
         "left_wrist": CameraSetup("bgr8", 24, 32),
@@ -50,16 +32,7 @@ def test_lerobot_reads_our_dataset(tmp_path, venv):
     _, info = convert_bags([tmp_path / "bags"], load_contract(), out, progress=False)
     n0 = pq.read_metadata(out / "data/chunk-000/file-000.parquet").num_rows
     idx = [0, n0 - 2, n0 + 3]
-    env = _env(venv)
-    run = subprocess.run(
-        [str(venv / "bin/python"), str(CHECK / "read_with_lerobot.py"), str(out), *map(str, idx)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert run.returncode == 0, f"LeRobot could not read {out}:\n{run.stderr[-4000:]}"
-    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    seen = lerobot.read(out, idx)
     assert seen["len"] == info["total_frames"] and seen["num_episodes"] == 2 and seen["fps"] == 30
     assert {"observation.state", "action", "subtask_index", "observation.images.head"} <= set(seen["features"])
     for i in idx:
@@ -83,17 +56,10 @@ def test_lerobot_reads_our_dataset(tmp_path, venv):
             assert np.abs(np.asarray(item[key]["pixels"], dtype=float) - ours).mean() < 2.0
 
 
-def test_our_loader_reads_a_dataset_written_by_lerobot(tmp_path, venv):
+def test_our_loader_reads_a_dataset_written_by_lerobot(tmp_path, lerobot):
     # LeRobot's writer: AV1 video, both episodes in one mp4 and one data file, no subtasks
     out = tmp_path / "written"
-    run = subprocess.run(
-        [str(venv / "bin/python"), str(CHECK / "write_with_lerobot.py"), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=_env(venv),
-        cwd=CHECK,
-    )
+    run = lerobot.run("write_with_lerobot.py", out, cwd=lerobot.CHECK)
     assert run.returncode == 0, f"LeRobot could not write a dataset:\n{run.stderr[-4000:]}"
     ds = ClapDataset(out, chunk_len=32, future_offset=4, image_size=32)
     assert len(ds) == 32 and ds.is_robot and ds.image_size == 32
@@ -111,7 +77,7 @@ def test_our_loader_reads_a_dataset_written_by_lerobot(tmp_path, venv):
         assert s["image_mask"].tolist() == [True, False, False]
 
 
-def test_lerobot_reads_our_human_video_dataset(tmp_path, venv):
+def test_lerobot_reads_our_human_video_dataset(tmp_path, lerobot):
     from clap_train.data.convert_videos import convert_videos
     from clap_train.data.synthetic_bag import image_pattern
     from clap_train.data.video import Mp4Writer
@@ -123,12 +89,7 @@ def test_lerobot_reads_our_human_video_dataset(tmp_path, venv):
             w.write(image_pattern(0, i, 32, 32))
     (src / "instructions.json").write_text(json.dumps({"a.mp4": "fold the towel"}))
     _, info = convert_videos(src, tmp_path / "human", progress=False)
-    run = subprocess.run(
-        [str(venv / "bin/python"), str(CHECK / "read_with_lerobot.py"), str(tmp_path / "human"), "0", "9"],
-        capture_output=True, text=True, timeout=300, env=_env(venv),
-    )
-    assert run.returncode == 0, f"LeRobot could not read the human-video dataset:\n{run.stderr[-4000:]}"
-    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    seen = lerobot.read(tmp_path / "human", [0, 9])
     assert seen["len"] == info["total_frames"] == 10 and "action" not in seen["features"]
     item = seen["items"]["9"]
     assert item["task"] == "fold the towel" and item["frame_index"] == 9
