@@ -2,9 +2,9 @@
 
 Each BAG_DIR is a rosbag2 folder (sqlite3 or mcap) or a folder of such folders; one bag is one
 episode, or several when a topic drops out for longer than its max age (the contract's
-``gaps.policy``; conversion.json lists the parts). Re-running skips episodes already converted (same bag files, same contract). Exit
-status: 0 when every bag converted, 1 when some failed (the others are in the dataset), 2 when
-none could be converted.
+``gaps.policy``; conversion.json lists the parts). Re-running skips episodes already converted
+(same bag files, same contract). Exit status: 0 when every bag converted, 1 when some failed
+(the others are in the dataset), 2 when none could be converted.
 """
 
 from __future__ import annotations
