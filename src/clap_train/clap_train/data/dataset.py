@@ -204,8 +204,8 @@ class ClapDataset(Dataset):
         files: dict[pathlib.Path, list[tuple[int, int, int]]] = {}
         for row in self.episodes:
             ep = int(row["episode_index"])
-            offset = int(round(row.get(f"videos/{key}/from_timestamp", 0.0) * self.fps))
-            files.setdefault(self._video_path(key, ep), []).append((self._start[ep], offset, self._length[ep]))
+            files.setdefault(self._video_path(key, ep), []).append(
+                (self._start[ep], self._first_frame(key, ep), self._length[ep]))
         return list(files.items())
 
     # -- videos ---------------------------------------------------------------------------
@@ -214,6 +214,10 @@ class ClapDataset(Dataset):
         return self.root / self.info["video_path"].format(
             video_key=key, chunk_index=row[f"videos/{key}/chunk_index"], file_index=row[f"videos/{key}/file_index"]
         )
+
+    def _first_frame(self, key: str, ep: int) -> int:
+        """Where episode ``ep`` starts in its video file (several episodes may share one)."""
+        return int(round(self.episodes[ep].get(f"videos/{key}/from_timestamp", 0.0) * self.fps))
 
     def _frame_image(self, cam: str, ep: int, frame: int) -> torch.Tensor:
         if self.use_frame_cache:
@@ -231,8 +235,7 @@ class ClapDataset(Dataset):
         self._readers[path] = reader
         while len(self._readers) > self.max_open_videos:
             self._readers.popitem(last=False)[1].close()
-        offset = self.episodes[ep].get(f"videos/{key}/from_timestamp", 0.0) * self.fps
-        return reader.get(int(round(offset)) + frame)
+        return reader.get(self._first_frame(key, ep) + frame)
 
     # -- samples --------------------------------------------------------------------------
     def raw(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

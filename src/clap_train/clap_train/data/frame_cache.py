@@ -78,8 +78,8 @@ class FrameCache:
         return int(self.array.shape[2])
 
     def frame(self, camera: str, row: int) -> np.ndarray:
-        """Camera ``camera``'s frame of dataset row ``row`` (the global frame ``index``)."""
-        return np.array(self.array[int(row), self._cam[camera]])
+        """Camera ``camera``'s frame of dataset row ``row`` (the global frame ``index``): a read-only view."""
+        return self.array[int(row), self._cam[camera]]
 
     @classmethod
     def open(cls, root: str | os.PathLike, image_size: int, cameras: Sequence[str],
