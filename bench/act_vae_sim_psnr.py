@@ -8,6 +8,13 @@ insertion, coloured cubes; the action plans only, no rendering), normalised with
 `clap convert`'s stats. Train seeds 0..N-1, held-out seeds 10_000.. (other cube poses).
 
     python bench/act_vae_sim_psnr.py --steps 3000
+    python bench/act_vae_sim_psnr.py --arms 2 --actions relative --steps 3000   # the authors' per-arm Act-VAE
+
+``--actions relative`` encodes each chunk as OpenCLAP does (data/action_space.py): per arm, the
+position as a delta to the state, the rotation relative to the state's, the gripper as it is. The
+scripted plans have no measured state, so the state of a chunk starting at t is the command of t-1
+(what the robot was last asked to reach). ``--arms 2`` encodes each arm's chunk on its own into
+Nq / 2 codes of the shared codebook.
 
 The demonstrations need clap_sim (MuJoCo). For a machine without it (a lent GPU box), write them
 to a small file here and train there from it:
@@ -30,6 +37,7 @@ import torch
 from torch.utils.data import Dataset
 
 from clap_train.config import load_config
+from clap_train.data.action_space import REPRESENTATIONS, ActionSpace
 from clap_train.data.layout import DEFAULT_LAYOUT
 from clap_train.eval.rate_distortion import evaluate_per_dim, psnr_of, rate_of
 from clap_train.models.act_vae import ActVAE
@@ -75,16 +83,18 @@ def load_episodes(path: pathlib.Path) -> tuple[list[str], list[np.ndarray], list
     return names, sets[0], sets[1]
 
 
-def chunks(eps: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Every (t, t+32) window of every episode, padded past the end by repeating the last action."""
-    acts, pads = [], []
+def chunks(eps: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (t, t+32) window of every episode, padded past the end by repeating the last action,
+    with its state (the command of t-1; the first command at t = 0)."""
+    acts, pads, states = [], [], []
     for a in eps:
         n = len(a)
         for t in range(n):
             idx = np.minimum(np.arange(t, t + CHUNK), n - 1)
             acts.append(a[idx])
             pads.append(np.arange(t, t + CHUNK) > n - 1)
-    return np.stack(acts), np.stack(pads)
+            states.append(a[max(t - 1, 0)])
+    return np.stack(acts), np.stack(pads), np.stack(states)
 
 
 class Chunks(Dataset):
@@ -116,13 +126,16 @@ def main() -> None:
     p.add_argument("--k", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--code-dim", type=int, default=32)
-    p.add_argument("--device", default="cpu", help="cpu (one thread) or cuda")
+    p.add_argument("--arms", type=int, default=1, help="2: encode each arm's chunk on its own (Nq / 2 codes each)")
+    p.add_argument("--actions", choices=REPRESENTATIONS, default="absolute", help="action representation")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1: leaves a core to other jobs)")
     p.add_argument("--episodes", type=pathlib.Path, help="train from this file instead of running clap_sim")
     p.add_argument("--write-episodes", type=pathlib.Path, help="write the episodes to this file and stop")
     p.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "out" / "act_vae_sim")
     a = p.parse_args()
     if a.device == "cpu":
-        torch.set_num_threads(1)
+        torch.set_num_threads(a.threads)
     names = a.tasks.split(",")
     t0 = time.time()
     if a.episodes:
@@ -134,14 +147,13 @@ def main() -> None:
         save_episodes(a.write_episodes, {"train": train_eps, "heldout": test_eps}, names)
         print(f"{len(train_eps)} + {len(test_eps)} episodes -> {a.write_episodes}")
         return
-    train_a, train_p = chunks(train_eps)
-    test_a, test_p = chunks(test_eps)
-    lo = np.quantile(train_a.reshape(-1, 14), 0.01, axis=0)
-    hi = np.quantile(train_a.reshape(-1, 14), 0.99, axis=0)
-    span = np.maximum(hi - lo, 1e-6)
+    train_a, train_p, train_s = chunks(train_eps)
+    test_a, test_p, test_s = chunks(test_eps)
+    space = ActionSpace.fit(a.actions, train_s, train_a, train_p, DEFAULT_LAYOUT.euler_indices)
+    train_a, test_a = space.to_model(train_a, train_s), space.to_model(test_a, test_s)
 
     def norm(x):
-        return np.clip(2 * (x - lo) / span - 1, -1.5, 1.5)
+        return np.clip(space.normalizer.normalize("action", x), -1.5, 1.5)
 
     print(f"{len(train_a)} training chunks, {len(test_a)} held-out chunks ({time.time() - t0:.1f} s)", flush=True)
     cfg = load_config(trainer.ActVAETrainConfig, ROOT / "config" / "train" / "act_vae.yaml", [
@@ -149,10 +161,13 @@ def main() -> None:
         f"loop.warmup_steps={min(200, a.steps // 10)}", "loop.min_lr=2e-5", f"loop.save_every={min(a.steps, 1000)}",
         f"model.d_model={a.d_model}", f"model.layers={a.layers}", f"model.decoder_layers={a.layers}",
         "model.heads=4", f"model.num_queries={a.nq}", f"model.codebook_size={a.k}", f"loop.device={a.device}",
+        f"model.arms={a.arms}", f"actions={a.actions}",
     ])
     model = ActVAE(cfg.model)
     stage = trainer.make_stage(model, Chunks(norm(train_a), train_p), cfg)
     run_dir = a.out / f"nq{a.nq}_k{a.k}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    space.save(run_dir)
     t1 = time.time()
     result = run_loop(stage, cfg.loop, run_dir, resume=True)
     train_s = time.time() - t1
@@ -164,7 +179,7 @@ def main() -> None:
     by_group = {name: float(per_dim[idx].mean()) for name, idx in GROUPS.items()}  # what limits the PSNR
     train_psnr = result.history[-1].get("psnr", float("nan")) if result.history else float("nan")
     figures = {"tasks": names, "train_chunks": len(train_a), "heldout_chunks": len(test_a), "nq": a.nq, "k": a.k,
-               "steps": a.steps, "batch_size": a.batch_size, "d_model": a.d_model, "layers": a.layers,
+               "steps": a.steps, "batch_size": a.batch_size, "arms": a.arms, "actions": a.actions, "d_model": a.d_model, "layers": a.layers,
                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                "train_seconds": round(train_s, 1),
                "heldout_mse": mse, "heldout_psnr_db": psnr_of(mse), "rate": rate_of(a.nq, a.k, mse),
@@ -172,6 +187,8 @@ def main() -> None:
                "heldout_mse_by_group": by_group,
                "heldout_psnr_by_group_db": {k: psnr_of(v) for k, v in by_group.items()}}
     a.out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(a.out / "act_vae")  # for the VD-VAE (bench/alignment.py)
+    space.save(a.out / "act_vae")
     (a.out / "result.json").write_text(json.dumps(figures, indent=1))
     print(json.dumps(figures, indent=1))
     print(f"Act-VAE ({a.nq}, {a.k}) on scripted sim demonstrations: held-out PSNR {psnr_of(mse):.2f} dB "

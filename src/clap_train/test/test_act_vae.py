@@ -151,3 +151,64 @@ def test_codebook_starts_from_the_first_batch_of_latents():
     before = vq.embedding.weight.detach().clone()
     vq(z + 1)  # no second initialisation
     assert torch.equal(before, vq.embedding.weight.detach())
+
+
+def per_arm(**kw) -> ActVAE:
+    """Two arms of 3 dims each, 2 codes per arm (the 14-D / 8-code shape, shrunk)."""
+    return tiny(action_dim=6, num_queries=4, arms=2, **kw)
+
+
+def test_per_arm_encodes_each_arm_alone_into_its_own_codes():
+    model = per_arm().eval()
+    chunk = torch.rand(3, 8, 6) * 2 - 1
+    tokens = model.tokenize(chunk)
+    assert tokens.shape == (3, 4)
+    # arm-major: the left arm's tokens depend on the left arm's chunk only
+    other_right = chunk.clone()
+    other_right[..., 3:] = torch.rand(3, 8, 3)
+    again = model.tokenize(other_right)
+    assert torch.equal(again[:, :2], tokens[:, :2])
+    assert torch.allclose(model.encode(other_right)[:, :2], model.encode(chunk)[:, :2], atol=1e-6)
+    assert not torch.allclose(model.encode(other_right)[:, 2:], model.encode(chunk)[:, 2:])
+    # shared weights: the right arm's chunk alone encodes like the left slot of a swapped chunk
+    swapped = torch.cat([chunk[..., 3:], chunk[..., :3]], dim=-1)
+    assert torch.allclose(model.encode(swapped)[:, :2], model.encode(chunk)[:, 2:], atol=1e-5)
+
+
+def test_per_arm_round_trip_after_fitting():
+    """Encode -> decode reproduces the chunk once the per-arm model has learnt a small set."""
+    model = per_arm(codebook_size=32)
+    g = torch.Generator().manual_seed(0)
+    t = torch.linspace(0, 1, 8)
+    amp = (torch.rand(16, 1, 6, generator=g) * 2 - 1).round(decimals=1)
+    data = amp * torch.sin(3 * t)[None, :, None]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        out = model(data)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    model.eval()
+    recon = model.decode_tokens(model.tokenize(data))
+    assert recon.shape == data.shape
+    err, spread = (recon - data).pow(2).mean(), data.pow(2).mean()
+    assert err < 0.1 * spread, (float(err), float(spread))
+
+
+def test_a_single_arm_uses_codes_per_arm_tokens():
+    """A single-arm chunk given to the two-arm model gives 2 of its 4 codes, and decodes back to one arm;
+    a single-arm robot's own model (arms=1, 3 dims, 2 codes) has the same parameter shapes."""
+    model = per_arm().eval()
+    chunk = torch.rand(5, 8, 6) * 2 - 1
+    right = chunk[..., 3:]
+    tokens = model.tokenize(right)
+    assert tokens.shape == (5, 2)
+    assert torch.equal(tokens, model.tokenize(chunk)[:, 2:])
+    assert model.decode_tokens(tokens).shape == (5, 8, 3)
+    assert torch.allclose(model.decode_tokens(tokens), model.decode_tokens(model.tokenize(chunk))[..., 3:], atol=1e-5)
+    single = tiny(action_dim=3, num_queries=2, arms=1)
+    assert {k: v.shape for k, v in single.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="one arm"):
+        model.encode(torch.zeros(2, 8, 4))
+    with pytest.raises(ValueError, match="arms"):
+        ActVAEConfig(action_dim=14, num_queries=16, arms=3)

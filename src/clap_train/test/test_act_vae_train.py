@@ -54,6 +54,18 @@ def test_training_lowers_the_loss_tracks_the_codebook_and_exports(tmp_path):
     assert hist[80]["lr"] == pytest.approx(2e-3)
 
 
+def test_the_per_arm_relative_recipe_trains_and_exports(tmp_path):
+    """The paper's recipe (config/train/act_vae.yaml: arms 2, relative actions) through the stage, tiny sized."""
+    assert trainer.run(_args(tmp_path, "loop.steps=40", "loop.save_every=40", "model.arms=2",
+                             "actions=relative")) == 0
+    hist = _history(tmp_path)
+    assert sum(hist[s]["recon_loss"] for s in range(31, 41)) < 0.7 * sum(hist[s]["recon_loss"] for s in range(1, 11))
+    model = ActVAE.from_pretrained(tmp_path / "act_vae")
+    assert (model.config.arms, model.config.codes_per_arm) == (2, 8)
+    space = json.loads((tmp_path / "act_vae" / "action_space.json").read_text())
+    assert space["representation"] == "relative"
+
+
 def test_bad_inputs_are_named(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  codebook_sise: 3\n")

@@ -9,6 +9,13 @@ the projected z_q in a transformer and are read out as the reconstructed chunk.
 
 Loss = ||a - D(z_q)||^2 + ||sg(z_e) - z_q||^2 + beta ||z_e - sg(z_q)||^2.
 
+Per arm (``arms`` > 1, the authors' release): the 14-D chunk is split into its arms' 7-D blocks
+(the layout's order: left, then right), and each arm's chunk is encoded on its own, by the same
+weights, into ``num_queries / arms`` codes of the one shared codebook. Tokens are arm-major
+(positions 0..7 the left arm, 8..15 the right). No arm embedding: a token means the same motion
+on either arm, which is what lets a human's hand motion, or a single-arm robot, speak the same
+vocabulary. A single arm's chunk [B, H, 7] given to a two-arm model encodes into 8 codes.
+
 The transformer blocks are torch's own (nn.TransformerEncoder); only the wiring is ours. Weights
 are stored as ``config.json`` + ``model.safetensors`` (``save_pretrained`` / ``from_pretrained``).
 """
@@ -42,6 +49,7 @@ class ActVAEConfig:
     dropout: float = 0.0
     code_dim: int = 32  # dimension of the latents / codebook entries (D of contract 4)
     beta: float = 1.0  # commitment weight
+    arms: int = 1  # arms encoded separately with shared weights (2: the authors' per-arm Act-VAE)
 
     def __post_init__(self) -> None:
         for name in ("chunk_len", "action_dim", "num_queries", "d_model", "layers", "decoder_layers", "heads",
@@ -56,6 +64,18 @@ class ActVAEConfig:
             raise ValueError(f"ActVAEConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.beta < 0:
             raise ValueError(f"ActVAEConfig.beta must be >= 0, got {self.beta}")
+        if self.arms < 1 or self.action_dim % self.arms or self.num_queries % self.arms:
+            raise ValueError(f"ActVAEConfig.arms ({self.arms}) must divide action_dim ({self.action_dim}) and "
+                             f"num_queries ({self.num_queries})")
+
+    @property
+    def arm_dim(self) -> int:
+        """Action dimensions of one arm (7: xyz, Euler xyz, gripper)."""
+        return self.action_dim // self.arms
+
+    @property
+    def codes_per_arm(self) -> int:
+        return self.num_queries // self.arms
 
 
 def _stack(cfg: ActVAEConfig, layers: int) -> nn.TransformerEncoder:
@@ -71,41 +91,51 @@ class ActVAE(nn.Module):
         super().__init__()
         cfg = self.config = config or ActVAEConfig()
         d = cfg.d_model
-        # encoder
-        self.action_in = nn.Linear(cfg.action_dim, d)
+        # encoder (one arm's chunk at a time when arms > 1)
+        self.action_in = nn.Linear(cfg.arm_dim, d)
         self.enc_pos = nn.Parameter(torch.randn(1, cfg.chunk_len, d) * 0.02)
-        self.registers = nn.Parameter(torch.randn(1, cfg.num_queries, d) * 0.02)
+        self.registers = nn.Parameter(torch.randn(1, cfg.codes_per_arm, d) * 0.02)
         self.encoder = _stack(cfg, cfg.layers)
         self.to_code = nn.Linear(d, cfg.code_dim)
         # codebook
         self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.code_dim)
         # decoder
         self.from_code = nn.Linear(cfg.code_dim, d)
-        self.latent_pos = nn.Parameter(torch.randn(1, cfg.num_queries, d) * 0.02)
+        self.latent_pos = nn.Parameter(torch.randn(1, cfg.codes_per_arm, d) * 0.02)
         self.dec_queries = nn.Parameter(torch.randn(1, cfg.chunk_len, d) * 0.02)
         self.decoder = _stack(cfg, cfg.decoder_layers)
-        self.action_out = nn.Linear(d, cfg.action_dim)
+        self.action_out = nn.Linear(d, cfg.arm_dim)
 
     # -- contract 4 -----------------------------------------------------------------------------
     @property
     def codebook(self) -> nn.Embedding:
         return self.quantizer.embedding
 
-    def _check_chunk(self, chunk: torch.Tensor) -> None:
+    def _arms_of(self, chunk: torch.Tensor) -> int:
+        """How many arms a chunk [B, chunk_len, n * arm_dim] holds (all of them, or one when arms > 1)."""
         cfg = self.config
-        if chunk.dim() != 3 or chunk.shape[1:] != (cfg.chunk_len, cfg.action_dim):
+        n = chunk.shape[-1] // cfg.arm_dim if chunk.dim() == 3 else 0
+        if chunk.dim() != 3 or chunk.shape[1] != cfg.chunk_len or n * cfg.arm_dim != chunk.shape[-1] \
+                or n not in (1, cfg.arms):
+            one = f" or one arm's [B, {cfg.chunk_len}, {cfg.arm_dim}]" if cfg.arms > 1 else ""
             raise ValueError(
-                f"ActVAE expects chunks [B, {cfg.chunk_len}, {cfg.action_dim}], got {tuple(chunk.shape)}"
+                f"ActVAE expects chunks [B, {cfg.chunk_len}, {cfg.action_dim}]{one}, got {tuple(chunk.shape)}"
             )
+        return n
 
     def encode(self, chunk: torch.Tensor) -> torch.Tensor:
-        """[B, chunk_len, action_dim] normalised chunk -> continuous latents z_e [B, Nq, code_dim]."""
-        self._check_chunk(chunk)
-        b = chunk.shape[0]
-        x = self.action_in(chunk.to(self.action_in.weight.dtype)) + self.enc_pos
-        x = torch.cat([x, self.registers.expand(b, -1, -1)], dim=1)
+        """[B, chunk_len, action_dim] normalised chunk -> continuous latents z_e [B, Nq, code_dim].
+
+        Per arm: [B, H, n * arm_dim] -> [B, n * codes_per_arm, code_dim], arm-major.
+        """
+        n = self._arms_of(chunk)
+        cfg = self.config
+        b, h = chunk.shape[:2]
+        x = chunk.reshape(b, h, n, cfg.arm_dim).transpose(1, 2).reshape(b * n, h, cfg.arm_dim)
+        x = self.action_in(x.to(self.action_in.weight.dtype)) + self.enc_pos
+        x = torch.cat([x, self.registers.expand(b * n, -1, -1)], dim=1)
         x = self.encoder(x)
-        return self.to_code(x[:, self.config.chunk_len:])
+        return self.to_code(x[:, h:]).reshape(b, n * cfg.codes_per_arm, cfg.code_dim)
 
     def quantize(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Nearest-code quantisation: (z_q straight-through, tokens [B, Nq] long, VQ losses)."""
@@ -119,12 +149,16 @@ class ActVAE(nn.Module):
         return quantize_with(z, self.codebook.weight.detach())
 
     def decode_latents(self, z_q: torch.Tensor) -> torch.Tensor:
-        """Quantised latents [B, Nq, code_dim] -> chunk [B, chunk_len, action_dim]."""
-        b = z_q.shape[0]
-        lat = self.from_code(z_q) + self.latent_pos
-        x = torch.cat([lat, self.dec_queries.expand(b, -1, -1)], dim=1)
-        x = self.decoder(x)
-        return self.action_out(x[:, self.config.num_queries:])
+        """Quantised latents [B, Nq, code_dim] -> chunk [B, chunk_len, action_dim] (one arm: 8 codes -> 7-D)."""
+        cfg = self.config
+        b, nq = z_q.shape[:2]
+        n = nq // cfg.codes_per_arm
+        if nq % cfg.codes_per_arm or n not in (1, cfg.arms):
+            raise ValueError(f"ActVAE decodes {cfg.num_queries} latents (or {cfg.codes_per_arm} of one arm), got {nq}")
+        lat = self.from_code(z_q.reshape(b * n, cfg.codes_per_arm, -1)) + self.latent_pos
+        x = torch.cat([lat, self.dec_queries.expand(b * n, -1, -1)], dim=1)
+        x = self.action_out(self.decoder(x)[:, cfg.codes_per_arm:])  # [B * n, H, arm_dim]
+        return x.reshape(b, n, cfg.chunk_len, cfg.arm_dim).transpose(1, 2).reshape(b, cfg.chunk_len, n * cfg.arm_dim)
 
     @torch.no_grad()
     def tokenize(self, chunk: torch.Tensor) -> torch.Tensor:
@@ -135,8 +169,9 @@ class ActVAE(nn.Module):
 
     def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens [B, Nq] -> chunk [B, chunk_len, action_dim] (normalised units)."""
-        if tokens.dim() != 2 or tokens.shape[1] != self.config.num_queries:
-            raise ValueError(f"ActVAE expects tokens [B, {self.config.num_queries}], got {tuple(tokens.shape)}")
+        cfg = self.config
+        if tokens.dim() != 2 or tokens.shape[1] not in {cfg.num_queries, cfg.codes_per_arm}:
+            raise ValueError(f"ActVAE expects tokens [B, {cfg.num_queries}], got {tuple(tokens.shape)}")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.config.codebook_size):
             raise ValueError(
                 f"token ids must lie in [0, {self.config.codebook_size}), got range "

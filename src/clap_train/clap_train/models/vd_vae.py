@@ -13,8 +13,17 @@ Pieces, in the order a transition (o_t, o_{t+H}) meets them:
 - ``ForwardDecoder`` D_fwd: spatial self-attention over the patches of f_t together with the
   projected z_q,a and z_q,i; reads out f_hat_{t+H}.
 - ``SigLIPLoss`` (Eq. 3) between z_v,a and its positive: sg(E_act(a_gt)) for robot samples, the EMA
-  teacher's z_v,a on the clean transition for human samples; the online branch sees augmented
-  features (Gaussian noise + patch dropout).
+  teacher's z_v,a on the clean transition for human samples. ``contrast`` says what is compared.
+  ``to_codes`` (the default): the continuous z_v,a against the positive's Act-VAE codes, so the
+  latent is pulled towards the very code the true token is. ``quantized``: both sides quantised
+  (the anchor straight-through). ``continuous``: both sides continuous. On the learnable toy of
+  test_token_agreement.py, after 300 steps, agreement / retrieval top-1 were 0.45 / 0.81
+  (to_codes), 0.20 / 0.42 (quantized) and 0.37 / 0.70 (continuous), independent baseline about
+  0.08; bench/RESULTS.md has the simulation's figures. With a per-arm Act-VAE the loss is taken
+  per arm.
+  The online branch sees augmented inputs: with ``aug: image``, the same random resized crop and
+  colour jitter on o_t and o_{t+H} before the backbone (``augment_images``); with ``aug: feature``,
+  Gaussian noise and patch dropout on the features.
 
 Loss = L_rec + l_vq L_VQ + l_con L_con + l_reg |z_v,i|_1 (Alg. 2). The Act-VAE inside is frozen: its
 codebook is read through ``ActVAE.quantize_frozen`` (no gradient, no statistics), and ``train()``
@@ -40,6 +49,9 @@ from clap_train.models.act_vae import ActVAE, ActVAEConfig
 from clap_train.models.quantizer import VectorQuantizer, nearest_codes
 from clap_train.models.siglip import SigLIPLoss
 
+# what SigLIP compares: anchor / positive = quantised (straight-through) / codes, continuous / continuous,
+# or continuous z_v,a / the positive's codes
+CONTRASTS = ("quantized", "continuous", "to_codes")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -58,8 +70,8 @@ class VDVAEConfig:
     decoder_layers: int = 2  # forward decoder
     heads: int = 4
     ffn_mult: int = 4
-    env_queries: int = 2  # action-irrelevant latents
-    env_codebook_size: int = 2
+    env_queries: int = 2  # action-irrelevant latents (tokens)
+    env_codebook_size: int = 512  # the authors': 2 tokens from 512 codes
     env_dim: int = 8
     ema_decay: float = 0.99
     lambda_vq: float = 1.0
@@ -67,7 +79,11 @@ class VDVAEConfig:
     lambda_reg: float = 0.5
     beta: float = 1.0
     init_tau: float = 0.1
-    init_bias: float = 0.0
+    init_bias: float = -10.0  # SigLIP's logit bias at tau = 0.1 (models/siglip.py)
+    contrast: str = "to_codes"  # CONTRASTS: what SigLIP compares (see the module doc)
+    aug: str = "image"  # image: crop + colour jitter before the backbone | feature: noise + patch dropout
+    crop_scale: float = 0.8  # smallest crop side, as a fraction of the image side
+    color_jitter: float = 0.2  # brightness, contrast and saturation factors drawn in [1 - j, 1 + j]
     aug_noise: float = 0.1  # std of Gaussian feature noise, relative to the feature std
     aug_drop: float = 0.1  # probability of zeroing a patch feature
 
@@ -85,6 +101,13 @@ class VDVAEConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.aug_drop < 1.0:
             raise ValueError(f"aug_drop must be in [0, 1), got {self.aug_drop}")
+        if self.contrast not in CONTRASTS:
+            raise ValueError(f"contrast must be one of {', '.join(CONTRASTS)}, got {self.contrast!r}")
+        if self.aug not in ("image", "feature"):
+            raise ValueError(f"aug must be image or feature, got {self.aug!r}")
+        if not 0.0 < self.crop_scale <= 1.0 or not 0.0 <= self.color_jitter < 1.0:
+            raise ValueError(f"crop_scale must be in (0, 1] and color_jitter in [0, 1), got {self.crop_scale}, "
+                             f"{self.color_jitter}")
         if self.env_queries < 1 or self.env_codebook_size < 2:
             raise ValueError("env_queries must be >= 1 and env_codebook_size >= 2")
 
@@ -214,7 +237,7 @@ class VDVAE(nn.Module):
         self.env_quantizer = VectorQuantizer(config.env_codebook_size, config.env_dim, data_init=False)
         nn.init.normal_(self.env_quantizer.embedding.weight, std=0.1)
         self.decoder = ForwardDecoder(*args)
-        self.siglip = SigLIPLoss(config.init_tau, config.init_bias)
+        self.siglip = SigLIPLoss(config.init_tau, config.init_bias, groups=a.arms)
 
     def train(self, mode: bool = True) -> VDVAE:
         super().train(mode)
@@ -228,7 +251,7 @@ class VDVAE(nn.Module):
         return self.backbone(images)
 
     def augment(self, f: torch.Tensor) -> torch.Tensor:
-        """Feature-space augmentation for the online branch: relative Gaussian noise + patch dropout."""
+        """Feature-space augmentation (``aug: feature``): relative Gaussian noise + patch dropout."""
         cfg = self.config
         out = f
         if cfg.aug_noise > 0:
@@ -237,6 +260,33 @@ class VDVAE(nn.Module):
             keep = (torch.rand(f.shape[:2], device=f.device) >= cfg.aug_drop).to(f.dtype)[..., None]
             out = out * keep
         return out
+
+    @torch.no_grad()
+    def augment_images(self, image_t: torch.Tensor, image_h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``aug: image``: one random resized crop and colour jitter per sample, the same for o_t and o_{t+H}.
+
+        The pair shares its draw so that the motion between the frames is unchanged. Images [B, 3, S, S]
+        in [0, 1]; the crop keeps the aspect ratio (side in [crop_scale, 1]) and is resized back to S.
+        """
+        cfg = self.config
+        b, dev = image_t.shape[0], image_t.device
+        side = cfg.crop_scale + (1.0 - cfg.crop_scale) * torch.rand(b, device=dev)
+        shift = (1.0 - side)[:, None] * (2 * torch.rand(b, 2, device=dev) - 1)  # centre within the image
+        theta = torch.zeros(b, 2, 3, device=dev)
+        theta[:, 0, 0], theta[:, 1, 1], theta[:, :, 2] = side, side, shift
+        grid = F.affine_grid(theta, list(image_t.shape), align_corners=False)
+        j = cfg.color_jitter
+        factors = 1.0 + j * (2 * torch.rand(b, 3, 1, 1, 1, device=dev) - 1)  # brightness, contrast, saturation
+
+        def apply(img: torch.Tensor) -> torch.Tensor:
+            x = F.grid_sample(img.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+            x = x * factors[:, 0]
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = mean + (x - mean) * factors[:, 1]
+            gray = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]).expand_as(x)
+            return (gray + (x - gray) * factors[:, 2]).clamp(0.0, 1.0)
+
+        return apply(image_t), apply(image_h)
 
     @torch.no_grad()
     def update_teacher(self) -> None:
@@ -258,29 +308,39 @@ class VDVAE(nn.Module):
 
     # -- the training objective (Alg. 2) --------------------------------------------------------
     def forward(self, f_t: torch.Tensor, f_h: torch.Tensor, is_robot: torch.Tensor,
-                action: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Loss terms for a batch of (clean) feature transitions; ``action`` [B, 32, 14] normalised."""
+                action: torch.Tensor | None = None,
+                student: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Loss terms for a batch of clean feature transitions; ``action`` [B, 32, 14] normalised.
+
+        ``student``: the online branch's features of the augmented images (``aug: image``); without
+        it the online branch sees ``augment``-ed clean features.
+        """
         cfg = self.config
-        z_va, z_vi = self.inverse(self.augment(f_t), self.augment(f_h))
+        s_t, s_h = student if student is not None else (self.augment(f_t), self.augment(f_h))
+        z_va, z_vi = self.inverse(s_t, s_h)
         z_qa, tokens, vq_a = self.act_vae.quantize_frozen(z_va)
         z_qi, _, vq_i = self.env_quantizer(z_vi)
         f_hat = self.decoder(f_t, z_qa, z_qi)
         rec = F.mse_loss(f_hat, f_h)
         vq = cfg.beta * vq_a["commit_loss"] + vq_i["codebook_loss"] + cfg.beta * vq_i["commit_loss"]
+        codebook = self.act_vae.codebook.weight
         with torch.no_grad():  # positives: sg(E_act(a_gt)) for robot, sg(teacher(clean)) for human
             pos, _ = self.teacher(f_t, f_h)
             robot = is_robot.bool()
             if action is not None and bool(robot.any()):
                 pos = pos.clone()
                 pos[robot] = self.act_vae.encode(action[robot].to(pos.dtype))
-        con = self.siglip(z_va, pos) if z_va.shape[0] > 1 else z_va.sum() * 0.0
+            pos_tokens = nearest_codes(pos, codebook)
+            if cfg.contrast != "continuous":  # the positive's codes
+                pos = F.embedding(pos_tokens, codebook)
+        anchor = z_qa if cfg.contrast == "quantized" else z_va
+        con = self.siglip(anchor, pos) if z_va.shape[0] > 1 else z_va.sum() * 0.0
         reg = z_vi.abs().mean()
         loss = rec + cfg.lambda_vq * vq + cfg.lambda_con * con + cfg.lambda_reg * reg
         with torch.no_grad():
             agree = torch.tensor(float("nan"))
             if action is not None and bool(robot.any()):
-                true_tokens = nearest_codes(pos[robot], self.act_vae.codebook.weight)
-                agree = (tokens[robot] == true_tokens).float().mean()
+                agree = (tokens[robot] == pos_tokens[robot]).float().mean()
         return {"loss": loss, "rec_loss": rec, "vq_loss": vq, "con_loss": con, "reg_loss": reg, "tokens": tokens,
                 "token_agreement": agree, "tau": self.siglip.tau.detach(), "bias": self.siglip.bias.detach()}
 

@@ -6,7 +6,9 @@ mix robot samples (``--dataset DIR`` or ``--synthetic N``) and human-video sampl
 (``--human-dataset DIR``, or with ``--synthetic`` the same number of synthetic human episodes)
 with ``human_fraction`` (the data engineer's MixedDataset). The EMA teacher is updated after every
 optimiser step. ``feature_cache: true`` keeps frozen-backbone features in memory (keyed by source,
-episode and frame), which pays off for real DINO backbones. The model is exported to
+episode and frame), which pays off for real DINO backbones: the clean frames, which the teacher,
+the Act-VAE positive and the reconstruction target use, go through the backbone once; with
+``aug: image`` only the online branch's augmented frames are computed each step. The model is exported to
 ``RUN_DIR/vd_vae`` at the end.
 
     clap train vd-vae --config config/train/vd_vae.yaml --act-vae runs/act_vae/act_vae --synthetic 200 \
@@ -97,9 +99,16 @@ def make_stage(model: VDVAE, dataset, collate, cfg: VDVAETrainConfig) -> Stage:
             return model.features(img_t), model.features(img_h)
         return cache(img_t, _keys(batch, cfg.future_offset, False)), cache(img_h, _keys(batch, cfg.future_offset, True))
 
+    def student(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The online branch's features of augmented images (``aug: image``); never cached."""
+        if model.config.aug != "image":
+            return None
+        aug_t, aug_h = model.augment_images(batch["images"]["head"], batch["future_head"])
+        return model.features(aug_t), model.features(aug_h)
+
     def loss_fn(m: torch.nn.Module, batch: dict[str, Any], step: int):
         f_t, f_h = features(batch)
-        out = m(f_t, f_h, batch["is_robot"], batch["action"])
+        out = m(f_t, f_h, batch["is_robot"], batch["action"], student=student(batch))
         metrics = {k: float(out[k].detach()) for k in ("rec_loss", "vq_loss", "con_loss", "reg_loss", "tau", "bias")}
         agree = float(out["token_agreement"])
         if not math.isnan(agree):
