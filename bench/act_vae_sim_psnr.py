@@ -14,7 +14,9 @@ insertion, coloured cubes; the action plans only, no rendering), normalised with
 position as a delta to the state, the rotation relative to the state's, the gripper as it is. The
 scripted plans have no measured state, so the state of a chunk starting at t is the command of t-1
 (what the robot was last asked to reach). ``--arms 2`` encodes each arm's chunk on its own into
-Nq / 2 codes of the shared codebook.
+Nq / 2 codes of the shared codebook. ``--grid 4x64,16x256,...`` trains one Act-VAE per point
+(Table V) and writes OUT/rate_distortion.{md,json,png}; every point is exported to
+OUT/nq{Nq}_k{K}/act_vae, with its result.json, and a finished point is reused.
 
 The demonstrations need clap_sim (MuJoCo). For a machine without it (a lent GPU box), write them
 to a small file here and train there from it:
@@ -27,6 +29,7 @@ to a small file here and train there from it:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import pathlib
@@ -39,7 +42,8 @@ from torch.utils.data import Dataset
 from clap_train.config import load_config
 from clap_train.data.action_space import REPRESENTATIONS, ActionSpace
 from clap_train.data.layout import DEFAULT_LAYOUT
-from clap_train.eval.rate_distortion import evaluate_per_dim, psnr_of, rate_of
+from clap_train.eval.rate_distortion import (RDPoint, evaluate_per_dim, markdown_table, parse_grid, plot, psnr_of,
+                                             rate_of)
 from clap_train.models.act_vae import ActVAE
 from clap_train.train import act_vae as trainer
 from clap_train.train.loop import run_loop
@@ -124,6 +128,7 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--nq", type=int, default=16)
     p.add_argument("--k", type=int, default=256)
+    p.add_argument("--grid", help="NQxK,... (e.g. 4x64,16x256): a Table V sweep with its plot, instead of --nq/--k")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--code-dim", type=int, default=32)
     p.add_argument("--arms", type=int, default=1, help="2: encode each arm's chunk on its own (Nq / 2 codes each)")
@@ -156,44 +161,62 @@ def main() -> None:
         return np.clip(space.normalizer.normalize("action", x), -1.5, 1.5)
 
     print(f"{len(train_a)} training chunks, {len(test_a)} held-out chunks ({time.time() - t0:.1f} s)", flush=True)
+    grid = parse_grid(a.grid) if a.grid else [(a.nq, a.k)]
+    points = []
+    for nq, k in grid:
+        figures = train_point(a, nq, k, space, norm(train_a), train_p, norm(test_a), test_p)
+        figures["tasks"] = names
+        points.append(RDPoint(nq, k, figures["heldout_mse"], figures["heldout_psnr_db"], figures["rate"],
+                              figures["perplexity"]))
+        print(json.dumps(figures, indent=1))
+        print(f"Act-VAE ({nq}, {k}) on scripted sim demonstrations: held-out PSNR {figures['heldout_psnr_db']:.2f} dB "
+              f"(goal >= 40 dB), MSE {figures['heldout_mse']:.6f}, rate {figures['rate']:.3f}; "
+              f"{math.ceil(figures['train_seconds'])} s training", flush=True)
+    if len(points) > 1:  # Table V and its elbow plot
+        chosen = (16, 256) if (16, 256) in grid else None
+        (a.out / "rate_distortion.md").write_text(markdown_table(points, chosen))
+        (a.out / "rate_distortion.json").write_text(json.dumps([dataclasses.asdict(p) for p in points], indent=1))
+        plot(points, chosen, a.out / "rate_distortion.png")
+        print(markdown_table(points, chosen))
+
+
+def train_point(a, nq: int, k: int, space: ActionSpace, train_a, train_p, test_a, test_p) -> dict:
+    """Train (or resume) the Act-VAE (Nq, K) in OUT/nq{Nq}_k{K}, export it there (act_vae/) and measure it."""
     cfg = load_config(trainer.ActVAETrainConfig, ROOT / "config" / "train" / "act_vae.yaml", [
         f"loop.steps={a.steps}", f"loop.batch_size={a.batch_size}", f"loop.lr={a.lr}", f"model.code_dim={a.code_dim}",
         f"loop.warmup_steps={min(200, a.steps // 10)}", "loop.min_lr=2e-5", f"loop.save_every={min(a.steps, 1000)}",
         f"model.d_model={a.d_model}", f"model.layers={a.layers}", f"model.decoder_layers={a.layers}",
-        "model.heads=4", f"model.num_queries={a.nq}", f"model.codebook_size={a.k}", f"loop.device={a.device}",
+        "model.heads=4", f"model.num_queries={nq}", f"model.codebook_size={k}", f"loop.device={a.device}",
         f"model.arms={a.arms}", f"actions={a.actions}",
     ])
     model = ActVAE(cfg.model)
-    stage = trainer.make_stage(model, Chunks(norm(train_a), train_p), cfg)
-    run_dir = a.out / f"nq{a.nq}_k{a.k}"
+    stage = trainer.make_stage(model, Chunks(train_a, train_p), cfg)
+    run_dir = a.out / f"nq{nq}_k{k}"
     run_dir.mkdir(parents=True, exist_ok=True)
     space.save(run_dir)
     t1 = time.time()
     result = run_loop(stage, cfg.loop, run_dir, resume=True)
     train_s = time.time() - t1
     device = next(model.parameters()).device
-    test_chunks = torch.as_tensor(norm(test_a), dtype=torch.float32, device=device)
+    test_chunks = torch.as_tensor(test_a, dtype=torch.float32, device=device)
     test_pads = torch.as_tensor(test_p, device=device)
     per_dim, ppl = evaluate_per_dim(model, test_chunks, test_pads)
     mse = float(per_dim.mean())
     by_group = {name: float(per_dim[idx].mean()) for name, idx in GROUPS.items()}  # what limits the PSNR
     train_psnr = result.history[-1].get("psnr", float("nan")) if result.history else float("nan")
-    figures = {"tasks": names, "train_chunks": len(train_a), "heldout_chunks": len(test_a), "nq": a.nq, "k": a.k,
-               "steps": a.steps, "batch_size": a.batch_size, "arms": a.arms, "actions": a.actions, "d_model": a.d_model, "layers": a.layers,
+    figures = {"train_chunks": len(train_a), "heldout_chunks": len(test_a), "nq": nq, "k": k,
+               "steps": a.steps, "batch_size": a.batch_size, "arms": a.arms, "actions": a.actions,
+               "d_model": a.d_model, "layers": a.layers,
                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                "train_seconds": round(train_s, 1),
-               "heldout_mse": mse, "heldout_psnr_db": psnr_of(mse), "rate": rate_of(a.nq, a.k, mse),
+               "heldout_mse": mse, "heldout_psnr_db": psnr_of(mse), "rate": rate_of(nq, k, mse),
                "perplexity": ppl, "last_train_batch_psnr_db": train_psnr,
                "heldout_mse_by_group": by_group,
-               "heldout_psnr_by_group_db": {k: psnr_of(v) for k, v in by_group.items()}}
-    a.out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(a.out / "act_vae")  # for the VD-VAE (bench/alignment.py)
-    space.save(a.out / "act_vae")
-    (a.out / "result.json").write_text(json.dumps(figures, indent=1))
-    print(json.dumps(figures, indent=1))
-    print(f"Act-VAE ({a.nq}, {a.k}) on scripted sim demonstrations: held-out PSNR {psnr_of(mse):.2f} dB "
-          f"(goal >= 40 dB), MSE {mse:.6f}, rate {rate_of(a.nq, a.k, mse):.3f}; "
-          f"{'goal met' if psnr_of(mse) >= 40 else 'goal not met'}; {math.ceil(train_s)} s training")
+               "heldout_psnr_by_group_db": {g: psnr_of(v) for g, v in by_group.items()}}
+    model.save_pretrained(run_dir / "act_vae")  # for the VD-VAE (bench/alignment.py)
+    space.save(run_dir / "act_vae")
+    (run_dir / "result.json").write_text(json.dumps(figures, indent=1))
+    return figures
 
 
 if __name__ == "__main__":

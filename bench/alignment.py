@@ -10,7 +10,7 @@ independent predictor with the VD-VAE's own token distribution (sum p q) and the
 permutation.
 
     python bench/act_vae_sim_psnr.py --arms 2 --actions relative --out bench/out/act_vae_arm_rel   # first
-    python bench/alignment.py --act-vae bench/out/act_vae_arm_rel/act_vae --lambdas 0.1,0
+    python bench/alignment.py --act-vae bench/out/act_vae_arm_rel/nq16_k256/act_vae --lambdas 0.1,0
 
 Runs differ only in lambda_con (``--lambdas``) and share everything else, including the seed. The
 rendered frames are stored in OUT/frames.npz and the frozen backbone's features are computed once
@@ -53,7 +53,8 @@ def render(task_name: str, seed: int, look: str | None, size: int) -> tuple[np.n
         if look is not None:
             apply_look(scene, look, np.random.default_rng(10_000 + seed))
         frames: list[np.ndarray] = []
-        _, _, _, traj = run_scripted(task, seed, scene=scene, on_step=lambda k, sc, tr: frames.append(sc.render("head")))
+        _, _, _, traj = run_scripted(task, seed, scene=scene,
+                                     on_step=lambda k, sc, tr: frames.append(sc.render("head")))
     finally:
         scene.close()
     return np.stack(frames), traj.actions14().astype(np.float64)
@@ -160,7 +161,8 @@ def make_stage(model: VDVAE, data: Mixed) -> Stage:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--act-vae", type=pathlib.Path, required=True, help="per-arm Act-VAE export (with action_space.json)")
+    p.add_argument("--act-vae", type=pathlib.Path, required=True,
+                   help="per-arm Act-VAE export (with action_space.json)")
     p.add_argument("--tasks", default="transfer_cube,insertion,coloured_cubes")
     p.add_argument("--robot", type=int, default=20, help="robot training episodes per task")
     p.add_argument("--human", type=int, default=20, help="human-look training videos per task")

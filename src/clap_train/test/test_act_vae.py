@@ -196,8 +196,10 @@ def test_per_arm_round_trip_after_fitting():
 
 
 def test_a_single_arm_uses_codes_per_arm_tokens():
-    """A single-arm chunk given to the two-arm model gives 2 of its 4 codes, and decodes back to one arm;
-    a single-arm robot's own model (arms=1, 3 dims, 2 codes) has the same parameter shapes."""
+    """A single-arm chunk given to the two-arm model gives 2 of its 4 codes and decodes back to one arm.
+
+    A single-arm robot's own model (arms=1, 3 dims, 2 codes) has the same parameter shapes.
+    """
     model = per_arm().eval()
     chunk = torch.rand(5, 8, 6) * 2 - 1
     right = chunk[..., 3:]

@@ -14,9 +14,9 @@ Only chunks without padding are counted. Against what:
   estimates ``baseline`` from the data and shows its spread.
 
 Also reports what the contrastive loss optimises: top-1 retrieval of a transition's true chunk
-among a pool of ``retrieval_pool`` samples (``retrieval_chance``: the hit rate of a random pick), by cosine between the VD-VAE's
-quantised latents and the Act-VAE's quantised encodings of the pool, per arm with a per-arm
-Act-VAE, and the mean cosine of the positives.
+among a pool of ``retrieval_pool`` samples (``retrieval_chance``: the hit rate of a random
+pick), by cosine between the VD-VAE's quantised latents and the Act-VAE's quantised encodings
+of the pool, per arm with a per-arm Act-VAE, and the mean cosine of the positives.
 """
 
 from __future__ import annotations
