@@ -90,8 +90,9 @@ def test_contrastive_alignment_beats_the_independent_baseline_on_a_learnable_cas
     """Features whose change between o_t and o_{t+H} encodes the chunk: alignment must beat the baselines.
 
     The VD-VAE's tokens must agree with the Act-VAE's well above the independent baseline, and above the
-    same training without L_con. The code before this test (SigLIP on continuous latents with its logit bias at 0) stayed at the baseline
-    here (agreement 0.059 = baseline 0.059): B - 1 negatives at logit ~0 swamp the one positive.
+    same training without L_con. The code before this test (SigLIP on continuous latents with its logit
+    bias at 0) stayed at the baseline here (agreement 0.059 = baseline 0.059): B - 1 negatives at logit
+    ~0 swamp the one positive.
     """
     chunks, _ = chunk_family(256, seed=3)
     act = fitted_codebook_act_vae(chunks)
