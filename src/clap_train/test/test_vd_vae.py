@@ -205,3 +205,37 @@ def test_resume_after_kill_9_gives_the_same_next_losses(tmp_path, act_dir, sigki
     b = {h["step"]: h for h in json.loads((latest_checkpoint(ref) / "state.json").read_text())["history"]}
     for s in range(saved + 1, stop + 1):
         assert a[s]["loss"] == b[s]["loss"], (s, a[s]["loss"], b[s]["loss"])
+
+
+def test_image_augmentation_draws_one_crop_and_jitter_per_transition_pair():
+    m = tiny_vd(crop_scale=0.5, color_jitter=0.3)
+    torch.manual_seed(0)
+    img = torch.rand(6, 3, 32, 32)
+    a_t, a_h = m.augment_images(img, img.clone())
+    assert torch.equal(a_t, a_h)  # o_t and o_{t+H} share the draw: the motion between them is kept
+    assert a_t.shape == img.shape and float(a_t.min()) >= 0.0 and float(a_t.max()) <= 1.0
+    assert not torch.allclose(a_t, img, atol=0.05)
+    assert not torch.allclose(a_t[0], a_t[1])  # each pair its own draw
+    # a bright square moved by 4 px between the frames stays 4 px apart after a pure crop (no jitter)
+    m = tiny_vd(crop_scale=1.0, color_jitter=0.0)
+    t, h = torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32)
+    t[..., 10:14, 10:14], h[..., 10:14, 14:18] = 1.0, 1.0
+    a_t, a_h = m.augment_images(t, h)
+    assert torch.allclose(a_t, t, atol=1e-5) and torch.allclose(a_h, h, atol=1e-5)
+
+
+def test_the_stage_trains_on_a_per_arm_relative_act_vae(tmp_path):
+    """A per-arm Act-VAE (8 codes per arm) with relative actions: the VD-VAE stage trains and says 16 tokens."""
+    torch.manual_seed(0)
+    act = ActVAE(ActVAEConfig(num_queries=16, codebook_size=16, d_model=32, layers=1, decoder_layers=1, heads=4,
+                              code_dim=8, arms=2))
+    act_dir = act.save_pretrained(tmp_path / "act_vae")
+    from clap_train.data.action_space import fit_action_space
+    from clap_train.data.synthetic import SyntheticDataset
+
+    fit_action_space(SyntheticDataset(2, seed=0, episode_len=64, images=False), "relative").save(act_dir)
+    assert trainer.run(_args(tmp_path / "run", act_dir, "loop.steps=4", "loop.save_every=4")) == 0
+    vd = VDVAE.from_pretrained(tmp_path / "run" / "vd_vae")
+    assert vd.siglip.groups == 2
+    assert vd.tokenize(torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32)).shape == (3, 16)
+    assert json.loads((tmp_path / "run" / "vd_vae" / "action_space.json").read_text())["representation"] == "relative"
