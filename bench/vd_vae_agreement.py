@@ -16,9 +16,9 @@ import time
 
 from clap_train.eval.token_agreement import token_agreement
 from clap_train.models.vd_vae import VDVAE
-from clap_train.train import vd_vae as trainer
+from clap_train.train import runner, vd_vae as trainer
 from clap_train.data.action_space import load_action_space
-from clap_train.train.act_vae import open_dataset
+from clap_train.data.sources import open_dataset
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -48,10 +48,9 @@ def main() -> None:
         ]
         t0 = time.time()
         if not (run_dir / "vd_vae" / "model.safetensors").is_file():
-            args = argparse.Namespace(config=ROOT / "config" / "train" / "vd_vae.yaml", run_dir=run_dir,
-                                      act_vae=str(a.act_vae), dataset=None, synthetic=a.episodes, human_dataset=None,
-                                      resume=True, set=overrides, stop_after=None, no_progress=False)
-            assert trainer.run(args) == 0
+            assert runner.main(trainer.SPEC, [
+                "--config", str(ROOT / "config" / "train" / "vd_vae.yaml"), "--run-dir", str(run_dir),
+                "--synthetic", str(a.episodes), "--resume", "--set", f"act_vae={a.act_vae}", *overrides]) == 0
         model = VDVAE.from_pretrained(run_dir / "vd_vae")
         ds, _ = open_dataset(None, a.heldout, 32, 32, a.image_size, seed=31_337, stats=stats,
                              action_space=load_action_space(a.act_vae))
