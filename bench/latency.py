@@ -36,7 +36,8 @@ def build(args):
     from clap_train.models.act_vae import ActVAEConfig
     from clap_train.models.flow_head import FlowHeadConfig, default_feature_layers
     from clap_train.models.vlm import VLMConfig
-    from clap_train.policy import ClapPolicy, PolicyMeta, build_policy_parts, tiny_stats
+    from clap_train.policy import ClapPolicy, PolicyMeta
+    from clap_train.testing import build_policy_parts, tiny_stats
 
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -19,7 +19,7 @@ Policies: part 1 uses a tiny random-weight ClapPolicy at 224x224 (make_tiny_poli
 model computes does not matter to the node's overhead). Part 2 needs chunks that are smooth
 inside, as a trained policy's are (a random flow head's rows jump ~1 m apart, which hides any
 boundary): unless ``--policy DIR`` is given, it trains a tiny RF policy (64x64 images) once on
-scripted synthetic bimanual episodes with ``clap train act-vae`` + ``clap train post``
+scripted synthetic bimanual episodes with ``clap train act-vae`` + ``clap train rf``
 (~8 min on 2 CPU cores; reused from ``--out`` afterwards).
 Run: ``source scripts/env.sh && python bench/node.py [--seconds 20] [--json bench/out/node.json]``.
 """
@@ -242,16 +242,16 @@ def boundary_jumps(chunks, targets) -> dict:
 
 def trained_policy(out: pathlib.Path, steps: int) -> pathlib.Path:
     """A tiny RF policy trained on synthetic scripted episodes (smooth chunks); built once."""
-    policy = out / "post" / "policy"
+    policy = out / "rf" / "policy"
     if (policy / "policy.json").is_file():
         return policy
     train = ROOT / "config" / "train"
     for cmd in (
             ["clap", "train", "act-vae", "--config", str(train / "demo" / "act_vae.yaml"),
              "--synthetic", "20", "--run-dir", str(out / "act_vae"), "--no-progress"],
-            ["clap", "train", "post", "--config", str(train / "tiny" / "post.yaml"),
-             "--synthetic", "20", "--act-vae", str(out / "act_vae" / "act_vae"),
-             "--run-dir", str(out / "post"), "--no-progress", "--set", "stage1.steps=10",
+            ["clap", "train", "rf", "--config", str(train / "tiny" / "rf.yaml"),
+             "--synthetic", "20", "--run-dir", str(out / "rf"), "--no-progress",
+             "--set", f"act_vae={out / 'act_vae' / 'act_vae'}", "stage1.steps=10",
              f"stage2.steps={steps}", "stage2.batch_size=8", "synthetic_episode_len=150"]):
         print("bench/node.py:", " ".join(cmd[:3]), "...", flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -287,7 +287,7 @@ def main() -> int:
     parser.add_argument("--train-steps", type=int, default=3000, help="its CLAP-RF steps")
     parser.add_argument("--skip", choices=("overhead", "jumps"), default=None)
     args = parser.parse_args()
-    from clap_train.policy import make_tiny_policy
+    from clap_train.testing import make_tiny_policy
 
     smooth = None
     if args.skip != "jumps":

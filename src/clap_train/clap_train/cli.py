@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "clap_train.data.convert_videos_cli",
         "convert a folder of human videos + instructions to a LeRobot v3.0 dataset",
     ),
-    "train": ("clap_train.train.cli", "train a stage: act-vae, vd-vae, ntp, post"),
+    "train": ("clap_train.train.cli", "train a stage: act-vae, vd-vae, ntp, rf"),
     "label-videos": ("clap_train.train.label_videos", "write VD-VAE pseudo action tokens into a human-video dataset"),
     "eval": ("clap_train.eval.cli", "evaluations: offline, rate-distortion, token-agreement"),
     "predict": ("clap_train.predict_cli", "run ClapPolicy on images from files and print the chunk"),

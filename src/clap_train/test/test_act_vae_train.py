@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from clap_train.models.act_vae import ActVAE
-from clap_train.train import act_vae as trainer
+from clap_train.train import act_vae as trainer, runner
 from clap_train.train.checkpoint import latest_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -18,10 +18,6 @@ TINY = ROOT / "config" / "train" / "tiny" / "act_vae.yaml"
 
 
 def _args(run_dir, *extra, synthetic=4, resume=False, stop_after=None):
-    import argparse
-
-    p = argparse.ArgumentParser()
-    trainer.add_arguments(p)
     argv = ["--config", str(TINY), "--run-dir", str(run_dir), "--synthetic", str(synthetic), "--no-progress"]
     if resume:
         argv.append("--resume")
@@ -29,7 +25,7 @@ def _args(run_dir, *extra, synthetic=4, resume=False, stop_after=None):
         argv += ["--stop-after", str(stop_after)]
     if extra:
         argv += ["--set", *extra]
-    return p.parse_args(argv)
+    return runner.parse_args(trainer.SPEC, argv)
 
 
 def _history(run_dir):
@@ -38,7 +34,7 @@ def _history(run_dir):
 
 
 def test_training_lowers_the_loss_tracks_the_codebook_and_exports(tmp_path):
-    assert trainer.run(_args(tmp_path, "loop.steps=80", "loop.save_every=40")) == 0
+    assert runner.run(trainer.SPEC, _args(tmp_path, "loop.steps=80", "loop.save_every=40")) == 0
     hist = _history(tmp_path)
     first = sum(hist[s]["recon_loss"] for s in range(1, 11)) / 10
     last = sum(hist[s]["recon_loss"] for s in range(71, 81)) / 10
@@ -56,8 +52,8 @@ def test_training_lowers_the_loss_tracks_the_codebook_and_exports(tmp_path):
 
 def test_the_per_arm_relative_recipe_trains_and_exports(tmp_path):
     """The paper's recipe (config/train/act_vae.yaml: arms 2, relative actions) through the stage, tiny sized."""
-    assert trainer.run(_args(tmp_path, "loop.steps=40", "loop.save_every=40", "model.arms=2",
-                             "actions=relative")) == 0
+    args = _args(tmp_path, "loop.steps=40", "loop.save_every=40", "model.arms=2", "actions=relative")
+    assert runner.run(trainer.SPEC, args) == 0
     hist = _history(tmp_path)
     assert sum(hist[s]["recon_loss"] for s in range(31, 41)) < 0.7 * sum(hist[s]["recon_loss"] for s in range(1, 11))
     model = ActVAE.from_pretrained(tmp_path / "act_vae")
@@ -71,11 +67,11 @@ def test_bad_inputs_are_named(tmp_path, capsys):
     bad.write_text("model:\n  codebook_sise: 3\n")
     args = _args(tmp_path / "run")
     args.config = bad
-    assert trainer.run(args) == 2
+    assert runner.run(trainer.SPEC, args) == 2
     assert "codebook_sise" in capsys.readouterr().err
     args = _args(tmp_path / "run")
     args.synthetic, args.dataset = None, str(tmp_path / "nowhere")
-    assert trainer.run(args) == 2
+    assert runner.run(trainer.SPEC, args) == 2
     assert "nowhere" in capsys.readouterr().err
 
 

@@ -1,6 +1,5 @@
 """``clap train ntp`` end to end on synthetic data: trains, exports a loadable policy, resumes exactly."""
 
-import argparse
 import json
 import pathlib
 
@@ -9,23 +8,23 @@ import pytest
 import torch
 
 from clap_train.policy import ClapPolicy
-from clap_train.train import ntp as ntp_train
+from clap_train.models.ntp import batch_codes
+from clap_train.models.pretrained import load_act_vae
+from clap_train.train import ntp as ntp_train, runner
 from clap_train.train.checkpoint import latest_checkpoint
 
 CONFIG = pathlib.Path(__file__).resolve().parents[3] / "config" / "train" / "tiny" / "ntp.yaml"
 
 
 def args(run_dir, act_vae_dir, steps, stop_after=None, resume=False, extra=()):
-    parser = argparse.ArgumentParser()
-    ntp_train.add_arguments(parser)
-    argv = ["--config", str(CONFIG), "--synthetic", "2", "--human-synthetic", "1", "--act-vae", str(act_vae_dir),
-            "--run-dir", str(run_dir), "--no-progress", "--set", f"loop.steps={steps}", "loop.save_every=2",
+    argv = ["--config", str(CONFIG), "--synthetic", "2", "--human-synthetic", "1", "--run-dir", str(run_dir),
+            "--no-progress", "--set", f"act_vae={act_vae_dir}", f"loop.steps={steps}", "loop.save_every=2",
             "loop.batch_size=3", "synthetic_episode_len=40", *extra]
     if stop_after is not None:
         argv += ["--stop-after", str(stop_after)]
     if resume:
         argv.append("--resume")
-    return parser.parse_args(argv)
+    return runner.parse_args(ntp_train.SPEC, argv)
 
 
 def history(run_dir):
@@ -34,7 +33,7 @@ def history(run_dir):
 
 def test_train_export_and_load(tmp_path, act_vae_dir):
     run_dir = tmp_path / "run"
-    assert ntp_train.run(args(run_dir, act_vae_dir, 30, extra=("loop.lr=3e-3",))) == 0
+    assert runner.run(ntp_train.SPEC, args(run_dir, act_vae_dir, 30, extra=("loop.lr=3e-3",))) == 0
     hist = history(run_dir)
     assert len(hist) == 30
     first, last = np.mean([h["loss"] for h in hist[:3]]), np.mean([h["loss"] for h in hist[-3:]])
@@ -47,11 +46,11 @@ def test_train_export_and_load(tmp_path, act_vae_dir):
 
 def test_resume_reproduces_next_step_loss(tmp_path, act_vae_dir):
     straight = tmp_path / "straight"
-    assert ntp_train.run(args(straight, act_vae_dir, 6)) == 0
+    assert runner.run(ntp_train.SPEC, args(straight, act_vae_dir, 6)) == 0
     killed = tmp_path / "killed"
-    assert ntp_train.run(args(killed, act_vae_dir, 6, stop_after=4)) == 0
+    assert runner.run(ntp_train.SPEC, args(killed, act_vae_dir, 6, stop_after=4)) == 0
     assert not (killed / "policy").exists()  # not finished: nothing exported
-    assert ntp_train.run(args(killed, act_vae_dir, 6, resume=True)) == 0
+    assert runner.run(ntp_train.SPEC, args(killed, act_vae_dir, 6, resume=True)) == 0
     a, b = history(straight), history(killed)
     assert [h["step"] for h in b] == [1, 2, 3, 4, 5, 6]
     for ha, hb in zip(a, b):
@@ -59,16 +58,16 @@ def test_resume_reproduces_next_step_loss(tmp_path, act_vae_dir):
 
 
 def test_missing_act_vae_is_a_clear_error(tmp_path, capsys):
-    assert ntp_train.run(args(tmp_path / "r", tmp_path / "nope", 6)) == 2
+    assert runner.run(ntp_train.SPEC, args(tmp_path / "r", tmp_path / "nope", 6)) == 2
     assert "nope" in capsys.readouterr().err
 
 
 def test_targets_robot_tokens_from_act_vae_and_human_pseudo_tokens(act_vae_dir):
-    act_vae = ntp_train.load_act_vae(str(act_vae_dir))
+    act_vae = load_act_vae(str(act_vae_dir))
     actions = torch.randn(3, 32, 14).clamp(-1, 1)
     pseudo = torch.tensor([[-1] * 16, [5] * 16, [-1] * 16])
     batch = {"action": actions, "is_robot": torch.tensor([True, False, False]), "action_tokens": pseudo}
-    codes, has = ntp_train.batch_codes(act_vae, batch)
+    codes, has = batch_codes(act_vae, batch)
     assert has.tolist() == [True, True, False]  # the unlabelled human sample has no action target
     assert torch.equal(codes[0], act_vae.tokenize(actions[:1])[0])
     assert torch.equal(codes[1], pseudo[1])

@@ -11,7 +11,7 @@ from clap_train.cli import main as clap_main
 from clap_train.data.contract import load_contract
 from clap_train.data.convert import convert_bags
 from clap_train.data.synthetic_bag import CameraSetup, write_bag
-from clap_train.policy import make_tiny_policy
+from clap_train.testing import make_tiny_policy
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[3] / "config" / "train" / "tiny"
 CAMS = {n: CameraSetup("rgb8", 32, 32) for n in ("head", "left_wrist", "right_wrist")}
@@ -35,12 +35,12 @@ def fitted_policy(one_episode):
     tmp = one_episode
     assert clap_main(["train", "act-vae", "--config", str(CONFIGS / "act_vae.yaml"), "--dataset", str(tmp / "robot"),
                       "--run-dir", str(tmp / "av"), "--no-progress", "--set", "actions=absolute"]) == 0
-    assert clap_main(["train", "post", "--config", str(CONFIGS / "post.yaml"), "--dataset", str(tmp / "robot"),
-                      "--act-vae", str(tmp / "av/act_vae"), "--run-dir", str(tmp / "post"), "--no-progress", "--set",
+    assert clap_main(["train", "rf", "--config", str(CONFIGS / "rf.yaml"), "--dataset", str(tmp / "robot"),
+                      "--run-dir", str(tmp / "rf"), "--no-progress", "--set", f"act_vae={tmp / 'av/act_vae'}",
                       "vlm.image_size=32", "flow.use_state=true", "human_fraction=0", "wrist_dropout=0",
                       "stage1.steps=1", "stage1.warmup_steps=0", "stage2.steps=2000", "stage2.batch_size=8",
                       "stage2.warmup_steps=20", "stage2.save_every=1000"]) == 0
-    return tmp / "post/policy"
+    return tmp / "rf/policy"
 
 
 def _offline(policy, dataset, out, *extra):

@@ -16,9 +16,8 @@ from clap_train.interface import Policy
 from clap_train.models.act_vae import ActVAEConfig
 from clap_train.models.flow_head import FlowHeadConfig
 from clap_train.models.vlm import VLMConfig
-from clap_train.policy import (
-    ClapPolicy, PolicyMeta, Prediction, build_policy_parts, make_tiny_policy, save_policy, tiny_stats,
-)
+from clap_train.policy import ClapPolicy, PolicyMeta, Prediction, save_policy
+from clap_train.testing import build_policy_parts, make_tiny_policy, tiny_stats
 
 SMALL = VLMConfig(image_size=64, hidden_size=64, layers=2, heads=4, kv_heads=2, intermediate_size=128,
                   vision_hidden=32, vision_heads=2)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from clap_train.cli import main
 from clap_train.models.vlm import VLMConfig
-from clap_train.policy import make_tiny_policy
+from clap_train.testing import make_tiny_policy
 
 SMALL = VLMConfig(image_size=64, hidden_size=64, layers=2, heads=4, kv_heads=2, intermediate_size=128,
                   vision_hidden=32, vision_heads=2)

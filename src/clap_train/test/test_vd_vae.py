@@ -16,7 +16,8 @@ import torch
 from clap_train.models.act_vae import ActVAE, ActVAEConfig
 from clap_train.models.siglip import SigLIPLoss, siglip_loss
 from clap_train.models.vd_vae import VDVAE, VDVAEConfig
-from clap_train.train import label_videos, vd_vae as trainer
+from clap_train.data.pseudo_tokens import WithPseudoTokens, read_pseudo_tokens
+from clap_train.train import label_videos, runner, vd_vae as trainer
 from clap_train.train.checkpoint import latest_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -113,20 +114,17 @@ def test_frozen_parts_get_no_gradient_and_codes_come_from_the_act_vae():
 
 
 def _args(run_dir, act_dir, *extra, stop_after=None):
-    p = argparse.ArgumentParser()
-    trainer.add_arguments(p)
-    argv = ["--config", str(TINY), "--run-dir", str(run_dir), "--act-vae", str(act_dir), "--synthetic", "3",
-            "--no-progress"]
+    argv = ["--config", str(TINY), "--run-dir", str(run_dir), "--synthetic", "3", "--no-progress",
+            "--set", f"act_vae={act_dir}", *extra]
     if stop_after is not None:
         argv += ["--stop-after", str(stop_after)]
-    if extra:
-        argv += ["--set", *extra]
-    return p.parse_args(argv)
+    return runner.parse_args(trainer.SPEC, argv)
 
 
 def test_training_keeps_the_act_vae_codebook_bit_identical_and_lowers_the_loss(tmp_path, act_dir):
     before = ActVAE.from_pretrained(act_dir).state_dict()
-    assert trainer.run(_args(tmp_path, act_dir, "loop.steps=60", "loop.save_every=60", "feature_cache=true")) == 0
+    args = _args(tmp_path, act_dir, "loop.steps=60", "loop.save_every=60", "feature_cache=true")
+    assert runner.run(trainer.SPEC, args) == 0
     trained = VDVAE.from_pretrained(tmp_path / "vd_vae")
     after = trained.act_vae.state_dict()
     assert torch.equal(before["quantizer.embedding.weight"], after["quantizer.embedding.weight"])
@@ -150,7 +148,7 @@ def test_training_keeps_the_act_vae_codebook_bit_identical_and_lowers_the_loss(t
     assert table.num_rows == 2 * 64
     toks = table.column("action_tokens").to_pylist()
     assert all(len(t) == 4 and all(0 <= v < 16 for v in t) for t in toks)
-    assert label_videos.read_pseudo_tokens(out)[(1, 5)] == toks[64 + 5]
+    assert read_pseudo_tokens(out)[(1, 5)] == toks[64 + 5]
     from clap_train.data.synthetic import SyntheticDataset
 
     # token agreement, with its baselines (their values are tested in test_token_agreement.py)
@@ -166,14 +164,14 @@ def test_training_keeps_the_act_vae_codebook_bit_identical_and_lowers_the_loss(t
     # the NTP stage reads them as the sample key action_tokens
 
     base = SyntheticDataset(2, seed=424_242, episode_len=64, image_size=32, human=True)
-    human = label_videos.WithPseudoTokens(base, out)
+    human = WithPseudoTokens(base, out)
     assert human[64 + 5]["action_tokens"].tolist() == toks[64 + 5]
     assert human[3]["action_tokens"].dtype == torch.long
 
 
 def test_feature_cache_gives_the_same_losses(tmp_path, act_dir):
-    assert trainer.run(_args(tmp_path / "a", act_dir, "loop.steps=6", "feature_cache=false")) == 0
-    assert trainer.run(_args(tmp_path / "b", act_dir, "loop.steps=6", "feature_cache=true")) == 0
+    assert runner.run(trainer.SPEC, _args(tmp_path / "a", act_dir, "loop.steps=6", "feature_cache=false")) == 0
+    assert runner.run(trainer.SPEC, _args(tmp_path / "b", act_dir, "loop.steps=6", "feature_cache=true")) == 0
     ha = json.loads((latest_checkpoint(tmp_path / "a") / "state.json").read_text())["history"]
     hb = json.loads((latest_checkpoint(tmp_path / "b") / "state.json").read_text())["history"]
     for a, b in zip(ha, hb):
@@ -181,14 +179,14 @@ def test_feature_cache_gives_the_same_losses(tmp_path, act_dir):
 
 
 def test_missing_act_vae_is_named(tmp_path, capsys):
-    assert trainer.run(_args(tmp_path, tmp_path / "no_such_vae")) == 2
+    assert runner.run(trainer.SPEC, _args(tmp_path, tmp_path / "no_such_vae")) == 2
     assert "no_such_vae" in capsys.readouterr().err
 
 
 def test_resume_after_kill_9_gives_the_same_next_losses(tmp_path, act_dir, sigkill_after_checkpoint):
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "clap_train.cli", "train", "vd-vae", "--config", str(TINY), "--act-vae",
-           str(act_dir), "--synthetic", "3", "--run-dir", str(killed), "--no-progress", "--set", "loop.steps=100000",
+    cmd = [sys.executable, "-m", "clap_train.cli", "train", "vd-vae", "--config", str(TINY), "--synthetic", "3",
+           "--run-dir", str(killed), "--no-progress", "--set", f"act_vae={act_dir}", "loop.steps=100000",
            "loop.save_every=4", "feature_cache=true"]
     env = sigkill_after_checkpoint(cmd, killed, timeout=90)
     saved = int(json.loads((latest_checkpoint(killed) / "state.json").read_text())["step"])
@@ -234,7 +232,7 @@ def test_the_stage_trains_on_a_per_arm_relative_act_vae(tmp_path):
     from clap_train.data.synthetic import SyntheticDataset
 
     fit_action_space(SyntheticDataset(2, seed=0, episode_len=64, images=False), "relative").save(act_dir)
-    assert trainer.run(_args(tmp_path / "run", act_dir, "loop.steps=4", "loop.save_every=4")) == 0
+    assert runner.run(trainer.SPEC, _args(tmp_path / "run", act_dir, "loop.steps=4", "loop.save_every=4")) == 0
     vd = VDVAE.from_pretrained(tmp_path / "run" / "vd_vae")
     assert vd.siglip.groups == 2
     assert vd.tokenize(torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32)).shape == (3, 16)

@@ -82,7 +82,7 @@ def evaluate(model: ActVAE, chunks: torch.Tensor, pads: torch.Tensor | None = No
 
 def heldout_chunks(dataset, limit: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack up to ``limit`` evenly spaced (action, action_pad) items of a contract-3 dataset."""
-    from clap_train.train.act_vae import ActionChunks
+    from clap_train.data.sources import ActionChunks
 
     items = ActionChunks(dataset)
     step = max(1, len(items) // limit)
@@ -141,37 +141,39 @@ def plot(points: Sequence[RDPoint], chosen: tuple[int, int] | None, path: pathli
 def sweep(grid: Sequence[tuple[int, int]], config: pathlib.Path | None, out: pathlib.Path, dataset: str | None,
           synthetic: int | None, overrides: Sequence[str], chosen: tuple[int, int] | None, rate_dim: int = 7,
           heldout: int = 16, progress: bool = False) -> list[RDPoint]:
-    from clap_train.config import load_config
-    from clap_train.train import act_vae as trainer
+    from clap_train.cli import main as clap
+    from clap_train.config import read_yaml
+    from clap_train.data.sources import open_dataset
 
-    base = load_config(trainer.ActVAETrainConfig, config, list(overrides))
     points = []
     eval_chunks = None
     for nq, k in grid:
         run_dir = out / "runs" / f"nq{nq}_k{k}"
         if not (run_dir / "act_vae" / "model.safetensors").is_file():
-            args = argparse.Namespace(
-                config=config, run_dir=run_dir, dataset=dataset, synthetic=synthetic, resume=True,
-                set=[*overrides, f"model.num_queries={nq}", f"model.codebook_size={k}"], stop_after=None,
-                no_progress=not progress,
-            )
-            if trainer.run(args) != 0:
+            # through the command, like a user: eval imports no training module
+            argv = ["train", "act-vae", "--run-dir", str(run_dir), "--resume",
+                    *(["--config", str(config)] if config is not None else []),
+                    *(["--dataset", str(dataset)] if dataset is not None else ["--synthetic", str(synthetic)]),
+                    "--set", *overrides, f"model.num_queries={nq}", f"model.codebook_size={k}",
+                    *([] if progress else ["--no-progress"])]
+            if clap(argv) != 0:
                 raise RuntimeError(f"training Nq={nq}, K={k} failed (see {run_dir})")
         model = ActVAE.from_pretrained(run_dir / "act_vae")
+        ran = read_yaml(run_dir / "config.yaml")  # the training config as it ran
+        chunk_len = int(ran["model"]["chunk_len"])
         if eval_chunks is None:
             from clap_train.data.action_space import load_action_space
 
             stats = json.loads((run_dir / "act_vae" / "stats.json").read_text())
             space = load_action_space(run_dir / "act_vae")
             if synthetic is not None:  # held-out episodes: another seed, the training normalisation
-                ds, _ = trainer.open_dataset(None, heldout, base.model.chunk_len, images=False,
-                                             episode_len=base.synthetic_episode_len, seed=base.synthetic_seed + 9_973,
-                                             stats=stats, action_space=space)
+                ds, _ = open_dataset(None, heldout, chunk_len, images=False, episode_len=ran["synthetic_episode_len"],
+                                     seed=int(ran["synthetic_seed"]) + 9_973, stats=stats, action_space=space)
             else:
-                ds, _ = trainer.open_dataset(dataset, None, base.model.chunk_len, images=False, action_space=space)
+                ds, _ = open_dataset(dataset, None, chunk_len, images=False, action_space=space)
             eval_chunks = heldout_chunks(ds)
         mse, ppl = evaluate(model, *eval_chunks)
-        points.append(RDPoint(nq, k, mse, psnr_of(mse), rate_of(nq, k, mse, base.model.chunk_len, rate_dim), ppl))
+        points.append(RDPoint(nq, k, mse, psnr_of(mse), rate_of(nq, k, mse, chunk_len, rate_dim), ppl))
         print(f"Nq={nq} K={k}: MSE {mse:.5f}, PSNR {points[-1].psnr:.2f} dB, r {points[-1].rate:.3f}, "
               f"perplexity {ppl:.1f}", flush=True)
     out.mkdir(parents=True, exist_ok=True)

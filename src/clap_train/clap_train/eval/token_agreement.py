@@ -145,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clap_train.models.vd_vae import VDVAE
-    from clap_train.train.act_vae import open_dataset
+    from clap_train.data.sources import open_dataset
 
     try:
         model = VDVAE.from_pretrained(args.vd_vae)

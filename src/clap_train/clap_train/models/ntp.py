@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -279,3 +280,41 @@ def generate_plan(model, processor: VLMProcessor, vocab: ActionVocab, enc: Encod
         subtasks.append(processor.tokenizer.decode(row[:start], skip_special_tokens=True).strip())
         codes.append(vocab.to_codes(torch.tensor(row[start + 1:start + 1 + num_queries])))
     return subtasks, torch.stack(codes)
+
+
+def batch_codes(act_vae, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target codes [B, Nq] and which samples have them: Act-VAE tokens (robot), pseudo tokens (human)."""
+    nq = act_vae.config.num_queries
+    robot = batch["is_robot"].bool()
+    dev = batch["action"].device
+    if next(act_vae.parameters()).device != dev:
+        act_vae.to(dev)
+    codes = torch.zeros(robot.shape[0], nq, dtype=torch.long, device=dev)
+    if bool(robot.any()):
+        codes[robot] = act_vae.tokenize(batch["action"][robot].float())
+    has = robot.clone()
+    if "action_tokens" in batch:
+        human = ~robot
+        pseudo = batch["action_tokens"].long().to(dev)
+        labelled = human & (pseudo >= 0).all(dim=1)
+        codes[labelled] = pseudo[labelled]
+        has |= labelled
+    return codes, has
+
+
+def ntp_loss_fn(processor: VLMProcessor, vocab: ActionVocab, act_vae, wrist_dropout: float):
+    """The NTP objective as a loss for the shared loop: cross-entropy on [subtask, action tokens] targets."""
+
+    def loss_fn(model: torch.nn.Module, batch: Mapping[str, Any], step: int):
+        codes, has = batch_codes(act_vae, batch)
+        enc = encode_batch(processor, vocab, batch_images(batch, wrist_dropout), batch["instruction"],
+                           batch["subtask"], codes.cpu(), has.tolist()).to(batch["action"].device)
+        logits = model(**enc.inputs).logits
+        loss = target_loss(logits, enc)
+        with torch.no_grad():
+            amask = enc.action_mask[:, 1:]
+            hit = logits[:, :-1].argmax(-1)[amask] == enc.inputs["input_ids"][:, 1:][amask]
+            acc = float(hit.float().mean()) if hit.numel() else 0.0
+        return loss, {"action_token_acc": acc}
+
+    return loss_fn

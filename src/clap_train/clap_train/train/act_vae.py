@@ -16,22 +16,21 @@ the deployed policy use that space. At the end the model is exported to ``RUN_DI
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import pathlib
-import sys
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-from clap_train.config import ConfigError, load_config, save_config
 from clap_train.data.action_space import REPRESENTATIONS, ActionSpace, fit_action_space
+from clap_train.data.sources import ActionChunks, Sources, open_dataset
 from clap_train.io import atomic_write_text
 from clap_train.models.act_vae import ActVAE, ActVAEConfig
 from clap_train.train.loop import LoopConfig, Stage, run_loop
+from clap_train.train.runner import RunOptions, StageSpec
 
 
 @dataclasses.dataclass
@@ -54,65 +53,6 @@ class ActVAETrainConfig:
             raise ValueError(f"dead_threshold must be >= 0, got {self.dead_threshold}")
         if self.actions not in REPRESENTATIONS:
             raise ValueError(f"actions must be one of {list(REPRESENTATIONS)}, got {self.actions!r}")
-
-
-class ActionChunks(Dataset):
-    """Only the (action, action_pad) of a contract-3 dataset; robot samples only."""
-
-    def __init__(self, base: Any):
-        self.base = base
-        if hasattr(base, "chunk"):  # SyntheticDataset: no rendering needed
-            self._get = lambda i: base.chunk(i)
-        else:
-            self._get = None
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if self._get is not None:
-            chunk, pad = self._get(i)
-            return {"action": torch.as_tensor(chunk), "action_pad": torch.as_tensor(pad)}
-        s = self.base[i]
-        return {"action": s["action"], "action_pad": s["action_pad"]}
-
-
-def open_dataset(dataset: str | None, synthetic: int | None, chunk_len: int, future_offset: int = 32,
-                 image_size: int = 224, *, images: bool = True, episode_len: int = 150, seed: int = 0,
-                 human: bool = False, stats: dict[str, Any] | None = None, action_space: ActionSpace | None = None,
-                 progress: bool = True):
-    """A contract-3 dataset: ClapDataset(DIR) or SyntheticDataset(N); returns (dataset, stats dict).
-
-    ``action_space`` (the Act-VAE's) sets how its action chunks are represented and normalised.
-    """
-    ds, stats_out = _open_dataset(dataset, synthetic, chunk_len, future_offset, image_size, images=images,
-                                  episode_len=episode_len, seed=seed, human=human, stats=stats, progress=progress)
-    if action_space is not None and getattr(ds, "action_space", None) is not None:
-        ds.action_space = action_space
-    return ds, stats_out
-
-
-def _open_dataset(dataset, synthetic, chunk_len, future_offset, image_size, *, images, episode_len, seed, human,
-                  stats, progress):
-    if (dataset is None) == (synthetic is None):
-        raise ConfigError("give exactly one of --dataset DIR or --synthetic N")
-    if synthetic is not None:
-        from clap_train.data.synthetic import SyntheticDataset
-
-        ds = SyntheticDataset(synthetic, seed=seed, episode_len=episode_len, chunk_len=chunk_len,
-                              future_offset=future_offset, image_size=image_size, images=images, human=human,
-                              stats=stats)
-        return ds, ds.stats
-    root = pathlib.Path(dataset)
-    if not (root / "meta" / "info.json").is_file():
-        raise FileNotFoundError(f"{root} is not a LeRobot dataset (no meta/info.json)")
-    from clap_train.data.dataset import ClapDataset
-
-    ds = ClapDataset(root, chunk_len=chunk_len, future_offset=future_offset, image_size=image_size,
-                     load_images=images, progress=progress)
-    stats_path = root / "meta" / "stats.json"
-    stats_out = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
-    return ds, stats_out
 
 
 def make_stage(model: ActVAE, dataset: Dataset, cfg: ActVAETrainConfig) -> Stage:
@@ -159,39 +99,36 @@ def export(model: ActVAE, stats: dict[str, Any], space: ActionSpace, out_dir: pa
     return out_dir
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=pathlib.Path, help="YAML config (ActVAETrainConfig)")
-    parser.add_argument("--run-dir", type=pathlib.Path, required=True, help="checkpoints, TensorBoard, export")
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--dataset", help="unified LeRobot v3.0 dataset directory")
-    src.add_argument("--synthetic", type=int, metavar="N", help="use N scripted synthetic episodes instead")
-    parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. loop.steps=10")
-    parser.add_argument("--stop-after", type=int, help="stop at this step (for tests / staged runs)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+@dataclasses.dataclass
+class Prepared:
+    cfg: ActVAETrainConfig
+    dataset: Any
+    stats: dict[str, Any]
+    space: ActionSpace
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(ActVAETrainConfig, args.config, args.set)
-        dataset, stats = open_dataset(args.dataset, args.synthetic, cfg.model.chunk_len, images=False,
-                                      episode_len=cfg.synthetic_episode_len, seed=cfg.synthetic_seed)
-        space = fit_action_space(dataset, cfg.actions)
-        dataset.action_space = space
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"clap train act-vae: {exc}", file=sys.stderr)
-        return 2
-    run_dir = pathlib.Path(args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+def prepare(cfg: ActVAETrainConfig, sources: Sources, options: RunOptions) -> Prepared:
+    dataset, stats = open_dataset(sources.dataset, sources.synthetic, cfg.model.chunk_len, images=False,
+                                  episode_len=cfg.synthetic_episode_len, seed=cfg.synthetic_seed)
+    space = fit_action_space(dataset, cfg.actions)
+    dataset.action_space = space
+    return Prepared(cfg, dataset, stats, space)
+
+
+def train(job: Prepared, options: RunOptions) -> int:
+    cfg = job.cfg
     torch.manual_seed(cfg.loop.seed)
     model = ActVAE(cfg.model)
-    result = run_loop(make_stage(model, ActionChunks(dataset), cfg), cfg.loop, run_dir, resume=args.resume,
-                      progress=not args.no_progress, stop_after=args.stop_after)
+    result = run_loop(make_stage(model, ActionChunks(job.dataset), cfg), cfg.loop, options.run_dir,
+                      resume=options.resume, progress=options.progress, stop_after=options.stop_after)
     if result.final_step >= cfg.loop.steps:
-        out = export(model, stats, space, run_dir / "act_vae")
+        out = export(model, job.stats, job.space, options.run_dir / "act_vae")
         last = result.history[-1] if result.history else {}
         print(f"act-vae: step {result.final_step}, recon {last.get('recon_loss', float('nan')):.3g}, "
               f"psnr {last.get('psnr', float('nan')):.2f} dB, perplexity {last.get('perplexity', float('nan')):.1f}; "
               f"exported to {out}")
     return 0
+
+
+SPEC = StageSpec(name="act-vae", help="Act-VAE: the action codebook (Alg. 1)", config=ActVAETrainConfig,
+                 prepare=prepare, train=train)

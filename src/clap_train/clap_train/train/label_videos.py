@@ -2,13 +2,10 @@
 
 For every frame t of every episode the trained VD-VAE tokenises the transition (o_t, o_{t+H})
 (head camera; t+H clamped to the episode end by the loader) into Nq tokens of the Act-VAE
-vocabulary. The tokens go to a sidecar table ``meta/pseudo_tokens.parquet`` of the dataset with
-columns ``episode_index`` (int64), ``frame_index`` (int64) and ``action_tokens`` (list<int64>, Nq
-entries), plus the schema metadata ``vd_vae`` (the model folder) and ``num_queries`` /
-``codebook_size``. A sidecar, not a new column in the frame parquet files, so that the dataset's
-own files (and LeRobot's checks of them) are untouched and relabelling with a newer VD-VAE is one
-atomic file replace. ``--synthetic N`` labels N synthetic human episodes instead (written to
-``--out DIR/meta/pseudo_tokens.parquet``), for demos and tests.
+vocabulary. The tokens go to the dataset's sidecar table ``meta/pseudo_tokens.parquet``
+(data/pseudo_tokens.py says its format; the NTP and RF stages read it there). ``--synthetic N``
+labels N synthetic human episodes instead (written to ``--out DIR/meta/pseudo_tokens.parquet``),
+for demos and tests.
 
     clap label-videos --vd-vae runs/vd_vae/vd_vae --dataset data/human_videos
 """
@@ -20,14 +17,11 @@ import pathlib
 import sys
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from clap_train.io import atomic_path
-
-SIDECAR = pathlib.Path("meta") / "pseudo_tokens.parquet"
+from clap_train.data.pseudo_tokens import write_sidecar
 
 
 def label(model, dataset, batch_size: int = 64, num_workers: int = 0, progress: bool = True) -> pa.Table:
@@ -53,46 +47,6 @@ def label(model, dataset, batch_size: int = 64, num_workers: int = 0, progress: 
     })
 
 
-def write_sidecar(table: pa.Table, root: pathlib.Path, meta: dict[str, str]) -> pathlib.Path:
-    path = root / SIDECAR
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **{k: str(v) for k, v in meta.items()}})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-    return path
-
-
-def read_pseudo_tokens(root: str | pathlib.Path) -> dict[tuple[int, int], list[int]]:
-    """{(episode_index, frame_index): tokens} from a dataset's sidecar (for the NTP stage)."""
-    path = pathlib.Path(root) / SIDECAR
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `clap label-videos --dataset {root}` first")
-    t = pq.read_table(path).to_pydict()
-    return {(e, f): list(tok) for e, f, tok in zip(t["episode_index"], t["frame_index"], t["action_tokens"])}
-
-
-class WithPseudoTokens(Dataset):
-    """A contract-3 dataset whose samples gain ``action_tokens`` ([Nq] long; -1 = not labelled).
-
-    The NTP stage reads human targets from that key; this wrapper attaches them from a labelled
-    dataset's sidecar (``root``) or a ``{(episode_index, frame_index): tokens}`` mapping.
-    """
-
-    def __init__(self, base: Dataset, tokens: str | pathlib.Path | dict[tuple[int, int], list[int]]):
-        self.base = base
-        self.tokens = tokens if isinstance(tokens, dict) else read_pseudo_tokens(tokens)
-        self.num_queries = len(next(iter(self.tokens.values()))) if self.tokens else 0
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int) -> dict:
-        sample = dict(self.base[i])
-        toks = self.tokens.get((int(sample["episode_index"]), int(sample["frame_index"])))
-        sample["action_tokens"] = (torch.tensor(toks, dtype=torch.long) if toks is not None
-                                   else torch.full((self.num_queries,), -1, dtype=torch.long))
-        return sample
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vd-vae", required=True, type=pathlib.Path, help="trained VD-VAE folder")
     src = parser.add_mutually_exclusive_group(required=True)
@@ -108,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clap_train.models.vd_vae import VDVAE
-    from clap_train.train.act_vae import open_dataset
+    from clap_train.data.sources import open_dataset
 
     try:
         model = VDVAE.from_pretrained(args.vd_vae).to(args.device)

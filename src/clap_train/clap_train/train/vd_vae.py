@@ -1,7 +1,7 @@
 """``clap train vd-vae``: contrastive VD-VAE training (CLAP Alg. 2) through the shared loop.
 
-Needs a trained Act-VAE (``act_vae:`` in the config or ``--act-vae DIR``, the folder that ``clap
-train act-vae`` exports); its codebook stays frozen (bit-identical before and after). Batches
+Needs a trained Act-VAE (the config key ``act_vae``, e.g. ``--set act_vae=DIR``: the folder that
+``clap train act-vae`` exports); its codebook stays frozen (bit-identical before and after). Batches
 mix robot samples (``--dataset DIR`` or ``--synthetic N``) and human-video samples
 (``--human-dataset DIR``, or with ``--synthetic`` the same number of synthetic human episodes)
 with ``human_fraction`` (the data engineer's MixedDataset). The EMA teacher is updated after every
@@ -11,13 +11,12 @@ the Act-VAE positive and the reconstruction target use, go through the backbone 
 ``aug: image`` only the online branch's augmented frames are computed each step. The model is exported to
 ``RUN_DIR/vd_vae`` at the end.
 
-    clap train vd-vae --config config/train/vd_vae.yaml --act-vae runs/act_vae/act_vae --synthetic 200 \
-        --run-dir runs/vd_vae
+    clap train vd-vae --config config/train/vd_vae.yaml --synthetic 200 --run-dir runs/vd_vae \
+        --set act_vae=runs/act_vae/act_vae
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -27,11 +26,14 @@ from typing import Any
 
 import torch
 
-from clap_train.config import ConfigError, load_config, save_config
+from clap_train.config import ConfigError
+from clap_train.data.action_space import ActionSpace, load_action_space
+from clap_train.data.sources import Sources, open_dataset
 from clap_train.io import atomic_write_text
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.vd_vae import VDVAE, VDVAEConfig
 from clap_train.train.loop import LoopConfig, Stage, run_loop
+from clap_train.train.runner import RunOptions, StageSpec
 
 
 @dataclasses.dataclass
@@ -128,7 +130,6 @@ def make_stage(model: VDVAE, dataset, collate, cfg: VDVAETrainConfig) -> Stage:
 def build_data(cfg: VDVAETrainConfig, act: ActVAE, dataset: str | None, synthetic: int | None,
                human_dataset: str | None, stats: dict[str, Any] | None = None, space=None):
     from clap_train.data.dataset import MixedDataset
-    from clap_train.train.act_vae import open_dataset
 
     common = dict(chunk_len=act.config.chunk_len, future_offset=cfg.future_offset, image_size=cfg.model.image_size,
                   episode_len=cfg.synthetic_episode_len)
@@ -147,55 +148,46 @@ def build_data(cfg: VDVAETrainConfig, act: ActVAE, dataset: str | None, syntheti
     return MixedDataset(robot, human, cfg.human_fraction, seed=cfg.loop.seed), stats
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=pathlib.Path, help="YAML config (VDVAETrainConfig)")
-    parser.add_argument("--run-dir", type=pathlib.Path, required=True)
-    parser.add_argument("--act-vae", help="trained Act-VAE folder (overrides act_vae: in the config)")
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--dataset", help="unified LeRobot v3.0 robot dataset directory")
-    src.add_argument("--synthetic", type=int, metavar="N", help="N synthetic robot (and N human) episodes")
-    parser.add_argument("--human-dataset", help="human-video LeRobot dataset directory")
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--stop-after", type=int)
-    parser.add_argument("--no-progress", action="store_true")
+@dataclasses.dataclass
+class Prepared:
+    cfg: VDVAETrainConfig
+    act: ActVAE
+    data: Any
+    stats: dict[str, Any]
+    space: ActionSpace | None
 
 
-def run(args: argparse.Namespace) -> int:
+def prepare(cfg: VDVAETrainConfig, sources: Sources, options: RunOptions) -> Prepared:
+    if not cfg.act_vae:
+        raise ConfigError("no Act-VAE: set act_vae: in the config (or --set act_vae=DIR)")
+    act = ActVAE.from_pretrained(cfg.act_vae)
+    if act.config.chunk_len != cfg.future_offset:
+        print(f"note: future_offset {cfg.future_offset} != Act-VAE chunk_len {act.config.chunk_len}", file=sys.stderr)
+    stats_path = pathlib.Path(cfg.act_vae) / "stats.json"
+    act_stats = json.loads(stats_path.read_text()) if stats_path.is_file() else None
+    space = load_action_space(cfg.act_vae)  # None: the dataset's own (absolute)
+    data, stats = build_data(cfg, act, sources.dataset, sources.synthetic, sources.human_dataset, act_stats, space)
+    return Prepared(cfg, act, data, stats, space)
+
+
+def train(job: Prepared, options: RunOptions) -> int:
     from clap_train.data.dataset import collate_samples
 
-    try:
-        cfg = load_config(VDVAETrainConfig, args.config, args.set)
-        act_dir = args.act_vae or cfg.act_vae
-        if not act_dir:
-            raise ConfigError("no Act-VAE: pass --act-vae DIR or set act_vae: in the config")
-        cfg = dataclasses.replace(cfg, act_vae=str(act_dir))
-        act = ActVAE.from_pretrained(act_dir)
-        if act.config.chunk_len != cfg.future_offset:
-            print(f"note: future_offset {cfg.future_offset} != Act-VAE chunk_len {act.config.chunk_len}",
-                  file=sys.stderr)
-        stats_path = pathlib.Path(act_dir) / "stats.json"
-        act_stats = json.loads(stats_path.read_text()) if stats_path.is_file() else None
-        from clap_train.data.action_space import load_action_space
-
-        space = load_action_space(act_dir)  # None: the dataset's own (absolute)
-        data, stats = build_data(cfg, act, args.dataset, args.synthetic, args.human_dataset, act_stats, space)
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"clap train vd-vae: {exc}", file=sys.stderr)
-        return 2
-    run_dir = pathlib.Path(args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    cfg = job.cfg
     torch.manual_seed(cfg.loop.seed)
-    model = VDVAE(cfg.model, act)
-    result = run_loop(make_stage(model, data, collate_samples, cfg), cfg.loop, run_dir, resume=args.resume,
-                      progress=not args.no_progress, stop_after=args.stop_after)
+    model = VDVAE(cfg.model, job.act)
+    result = run_loop(make_stage(model, job.data, collate_samples, cfg), cfg.loop, options.run_dir,
+                      resume=options.resume, progress=options.progress, stop_after=options.stop_after)
     if result.final_step >= cfg.loop.steps:
-        out = model.save_pretrained(run_dir / "vd_vae")
-        atomic_write_text(out / "stats.json", json.dumps(stats, indent=1))
-        if space is not None:
-            space.save(out)
+        out = model.save_pretrained(options.run_dir / "vd_vae")
+        atomic_write_text(out / "stats.json", json.dumps(job.stats, indent=1))
+        if job.space is not None:
+            job.space.save(out)
         last = result.history[-1] if result.history else {}
         print(f"vd-vae: step {result.final_step}, rec {last.get('rec_loss', float('nan')):.3g}, "
               f"con {last.get('con_loss', float('nan')):.3g}; exported to {out}")
     return 0
+
+
+SPEC = StageSpec(name="vd-vae", help="VD-VAE with contrastive alignment (Alg. 2)", config=VDVAETrainConfig,
+                 prepare=prepare, train=train, human="dataset", path_keys=("act_vae",))

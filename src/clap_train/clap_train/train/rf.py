@@ -1,7 +1,7 @@
-r"""``clap train post``: post-training with CLAP-RF and Knowledge Matching (Alg. 4).
+r"""``clap train rf`` (alias ``post``): post-training with CLAP-RF and Knowledge Matching (Alg. 4).
 
-Stage 1 (``RUN_DIR/stage1``): NTP adaptation of the starting policy (``init``, an NTP policy
-directory) on target robot tokens + human pseudo tokens, constant lr 2e-5 after warm-up
+Stage 1 (``RUN_DIR/stage1``): NTP adaptation of the starting policy (the config key ``init``, an
+NTP policy directory) on target robot tokens + human pseudo tokens, constant lr 2e-5 after warm-up
 (Table IX). Its result is frozen as the reference phi_ref.
 
 Stage 2 (``RUN_DIR/stage2``), robot data only: a trainable copy phi_policy of the stage-1 backbone
@@ -15,42 +15,40 @@ Both stages run through the shared loop (accelerate, atomic checkpoints); ``--re
 whichever stage was interrupted (a finished stage 1 is reloaded, not retrained). ``--stop-after``
 counts steps across both stages.
 
-    clap train post --config config/train/tiny/post.yaml --synthetic 8 --init runs/ntp/policy \
-        --run-dir runs/post
+    clap train rf --config config/train/tiny/rf.yaml --synthetic 8 --run-dir runs/rf \
+        --set init=runs/ntp/policy
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import pathlib
-import sys
 from typing import Any, Literal
 
 import torch
 
-from clap_train.config import ConfigError, load_config, save_config
-from clap_train.data.action_space import load_action_space
+from clap_train.data.action_space import ActionSpace, load_action_space
+from clap_train.data.sources import Sources, open_mixed
+from clap_train.models.act_vae import ActVAE
 from clap_train.models.flow_head import FlowHead, FlowHeadConfig, default_feature_layers
 from clap_train.models.knowledge_matching import reverse_kl
-from clap_train.models.ntp import action_logits, batch_images, encode_batch
+from clap_train.models.ntp import action_logits, batch_codes, batch_images, encode_batch, ntp_loss_fn
+from clap_train.models.pretrained import Backbone, load_act_vae, load_backbone
 from clap_train.models.vlm import (
-    LORA_TARGETS, VLMConfig, add_lora, capture_layers, hidden_size, merge_lora, num_text_layers,
+    LORA_TARGETS, VLMConfig, VLMProcessor, add_lora, capture_layers, hidden_size, merge_lora, num_text_layers,
 )
 from clap_train.train.loop import LoopConfig, Stage, run_loop
-from clap_train.train.ntp import (
-    Backbone, add_data_arguments, batch_codes, collate, load_act_vae, load_backbone, ntp_loss_fn, open_mixed,
-)
+from clap_train.train.runner import RunOptions, StageSpec
 
 
 @dataclasses.dataclass
-class PostTrainConfig:
-    """``clap train post`` settings (defaults: Table IX)."""
+class RFTrainConfig:
+    """``clap train rf`` settings (defaults: Table IX)."""
 
     init: str | None = None  # NTP policy directory to start from (clap train ntp's RUN_DIR/policy)
     vlm: VLMConfig = dataclasses.field(default_factory=VLMConfig)  # only when init is None (random start)
-    act_vae: str | None = None  # only when init is None (a policy directory carries its Act-VAE)
+    act_vae: str | None = None  # default: the init policy's own act_vae/ (needed when init is None)
     stage1: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(
         steps=3000, batch_size=128, lr=2e-5, warmup_steps=1000, schedule="constant"))
     stage2: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(
@@ -91,7 +89,7 @@ class PostTrainConfig:
             raise ValueError("export_every needs finetune full or frozen (a LoRA backbone is merged once, at the end)")
 
 
-class PostModel(torch.nn.Module):
+class RFModel(torch.nn.Module):
     """phi_policy (trainable backbone copy) + the RF flow head: what stage 2 trains and checkpoints."""
 
     def __init__(self, vlm, head: FlowHead):
@@ -109,7 +107,7 @@ class PostModel(torch.nn.Module):
         return logits, l_rf
 
 
-def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: PostTrainConfig):
+def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig):
     """L_RF + alpha * reverse KL to the frozen reference over the robot action-token positions."""
     def loss_fn(model: torch.nn.Module, batch: dict[str, Any], step: int):
         dev = batch["action"].device
@@ -137,47 +135,41 @@ def robot_only(dataset):
     return getattr(dataset, "robot", dataset)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_data_arguments(parser)
-    parser.add_argument("--init", help="NTP policy directory to start from (overrides the config's init)")
+@dataclasses.dataclass
+class Prepared:
+    cfg: RFTrainConfig
+    act_vae: ActVAE
+    dataset: Any
+    space: ActionSpace
 
 
-def run(args: argparse.Namespace) -> int:
+def prepare(cfg: RFTrainConfig, sources: Sources, options: RunOptions) -> Prepared:
+    # an explicit act_vae wins; otherwise the starting policy's own Act-VAE and action space
+    act_dir = cfg.act_vae if cfg.act_vae is not None or cfg.init is None else str(pathlib.Path(cfg.init) / "act_vae")
+    act_vae = load_act_vae(act_dir)
+    space = load_action_space(cfg.init if cfg.init is not None and cfg.act_vae is None else act_dir)
+    image_size = cfg.vlm.image_size
+    if cfg.init is not None:
+        image_size = VLMProcessor.from_pretrained(pathlib.Path(cfg.init) / "vlm").image_size
+    dataset, space = open_mixed(sources, cfg, act_vae.config.chunk_len, image_size, act_vae.config.num_queries,
+                                space, progress=options.progress)
+    return Prepared(cfg, act_vae, dataset, space)
+
+
+def train(job: Prepared, options: RunOptions) -> int:
+    from clap_train.data.dataset import collate_samples
     from clap_train.policy import PolicyMeta, save_policy
 
-    try:
-        cfg = load_config(PostTrainConfig, args.config, args.set)
-        if args.init:
-            cfg = dataclasses.replace(cfg, init=args.init)
-        if args.act_vae:
-            cfg = dataclasses.replace(cfg, act_vae=args.act_vae)
-        act_dir = cfg.act_vae if cfg.init is None or args.act_vae else str(pathlib.Path(cfg.init) / "act_vae")
-        act_vae = load_act_vae(act_dir)
-        # the space the starting policy (or the Act-VAE) was trained in
-        space = load_action_space(cfg.init if cfg.init is not None and not args.act_vae else act_dir)
-        image_size = cfg.vlm.image_size
-        if cfg.init is not None:
-            from clap_train.models.vlm import VLMProcessor
-
-            image_size = VLMProcessor.from_pretrained(pathlib.Path(cfg.init) / "vlm").image_size
-        dataset, space = open_mixed(args, cfg, act_vae.config.chunk_len, image_size, act_vae.config.num_queries,
-                                    space)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"clap train post: {exc}", file=sys.stderr)
-        return 2
-    run_dir = pathlib.Path(args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    progress = not args.no_progress
+    cfg, act_vae, space, run_dir, progress = job.cfg, job.act_vae, job.space, options.run_dir, options.progress
     vlm, processor, vocab = load_backbone(cfg.vlm, cfg.init, act_vae.config.codebook_size)
 
     # Stage 1: NTP adaptation on robot + human tokens -> the frozen reference.
-    stop1 = None if args.stop_after is None else min(args.stop_after, cfg.stage1.steps)
-    s1 = Stage(name="post_stage1", model=Backbone(vlm), dataset=dataset, collate_fn=collate(),
+    stop1 = None if options.stop_after is None else min(options.stop_after, cfg.stage1.steps)
+    s1 = Stage(name="rf_stage1", model=Backbone(vlm), dataset=job.dataset, collate_fn=collate_samples,
                loss_fn=ntp_loss_fn(processor, vocab, act_vae, cfg.wrist_dropout))
-    r1 = run_loop(s1, cfg.stage1, run_dir / "stage1", resume=args.resume, progress=progress, stop_after=stop1)
+    r1 = run_loop(s1, cfg.stage1, run_dir / "stage1", resume=options.resume, progress=progress, stop_after=stop1)
     if r1.final_step < cfg.stage1.steps:
-        print(f"post: stopped in stage 1 at step {r1.final_step}")
+        print(f"rf: stopped in stage 1 at step {r1.final_step}")
         return 0
     reference = copy.deepcopy(vlm).eval()
     for p in reference.parameters():
@@ -189,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
                                    chunk_len=act_vae.config.chunk_len, action_dim=act_vae.config.action_dim)
     cfg = dataclasses.replace(cfg, flow=flow_cfg)
     torch.manual_seed(cfg.stage2.seed)
-    model = PostModel(vlm, FlowHead(flow_cfg))
+    model = RFModel(vlm, FlowHead(flow_cfg))
     if cfg.finetune == "frozen":
         for p in model.vlm.parameters():
             p.requires_grad_(False)
@@ -199,28 +191,32 @@ def run(args: argparse.Namespace) -> int:
     if cfg.finetune != "frozen":
         groups.append({"params": [p for p in model.vlm.parameters() if p.requires_grad],
                        "lr": cfg.policy_lr or cfg.stage2.lr})
-    stop2 = None if args.stop_after is None else args.stop_after - cfg.stage1.steps
+    stop2 = None if options.stop_after is None else options.stop_after - cfg.stage1.steps
     meta = PolicyMeta(chunk_len=act_vae.config.chunk_len, action_dim=act_vae.config.action_dim, rate_hz=cfg.rate_hz,
                       image_size=processor.image_size, num_queries=act_vae.config.num_queries,
                       codebook_size=act_vae.config.codebook_size, max_subtask_tokens=cfg.max_subtask_tokens,
                       flow=flow_cfg)
 
-    def export_intermediate(m: PostModel, step: int) -> None:
+    def export_intermediate(m: RFModel, step: int) -> None:
         """An intermediate policy every ``export_every`` steps (learning curves: success against training)."""
         if cfg.export_every and step % cfg.export_every == 0 and step < cfg.stage2.steps:
             save_policy(run_dir / "exports" / f"step-{step:06d}", meta, m.vlm, processor, act_vae, space, m.head)
 
-    s2 = Stage(name="post_stage2", model=model, dataset=robot_only(dataset), collate_fn=collate(),
+    s2 = Stage(name="rf_stage2", model=model, dataset=robot_only(job.dataset), collate_fn=collate_samples,
                loss_fn=rf_km_loss_fn(processor, vocab, act_vae, reference, cfg), param_groups=groups,
                after_step=export_intermediate)
-    r2 = run_loop(s2, cfg.stage2, run_dir / "stage2", resume=args.resume, progress=progress, stop_after=stop2)
+    r2 = run_loop(s2, cfg.stage2, run_dir / "stage2", resume=options.resume, progress=progress, stop_after=stop2)
     if r2.final_step < cfg.stage2.steps:
-        print(f"post: stopped in stage 2 at step {r2.final_step}")
+        print(f"rf: stopped in stage 2 at step {r2.final_step}")
         return 0
     if cfg.finetune == "lora":
         merge_lora(model.vlm)  # the exported backbone is a plain Qwen3-VL again
     out = save_policy(run_dir / "policy", meta, model.vlm, processor, act_vae.cpu(), space, model.head)
     last = r2.history[-1] if r2.history else {}
-    print(f"post: stage 2 step {r2.final_step}, rf {last.get('rf_loss', float('nan')):.4g}, "
+    print(f"rf: stage 2 step {r2.final_step}, rf {last.get('rf_loss', float('nan')):.4g}, "
           f"kl {last.get('kl', float('nan')):.3g}; policy exported to {out}")
     return 0
+
+
+SPEC = StageSpec(name="rf", help="CLAP-RF flow head with Knowledge Matching (Alg. 4)", config=RFTrainConfig,
+                 prepare=prepare, train=train, human="both", path_keys=("init", "act_vae"))

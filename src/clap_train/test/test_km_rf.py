@@ -1,6 +1,5 @@
-"""``clap train post``: stage 1 -> frozen reference, stage 2 RF + KM; exact resume; exported RF policy."""
+"""``clap train rf``: stage 1 -> frozen reference, stage 2 RF + KM; exact resume; exported RF policy."""
 
-import argparse
 import json
 import pathlib
 
@@ -9,33 +8,31 @@ import pytest
 import torch
 
 from clap_train.policy import ClapPolicy
-from clap_train.train import post
+from clap_train.train import rf, runner
 from clap_train.train.checkpoint import latest_checkpoint
 
-CONFIG = pathlib.Path(__file__).resolve().parents[3] / "config" / "train" / "tiny" / "post.yaml"
+CONFIG = pathlib.Path(__file__).resolve().parents[3] / "config" / "train" / "tiny" / "rf.yaml"
 
 
 def args(run_dir, act_vae_dir, s1, s2, stop_after=None, resume=False, extra=()):
-    parser = argparse.ArgumentParser()
-    post.add_arguments(parser)
-    argv = ["--config", str(CONFIG), "--synthetic", "2", "--human-synthetic", "1", "--act-vae", str(act_vae_dir),
-            "--run-dir", str(run_dir), "--no-progress", "--set", f"stage1.steps={s1}", f"stage2.steps={s2}",
+    argv = ["--config", str(CONFIG), "--synthetic", "2", "--human-synthetic", "1", "--run-dir", str(run_dir),
+            "--no-progress", "--set", f"act_vae={act_vae_dir}", f"stage1.steps={s1}", f"stage2.steps={s2}",
             "stage1.warmup_steps=0", "stage2.warmup_steps=0", "stage1.save_every=2", "stage2.save_every=2",
             "synthetic_episode_len=40", *extra]
     if stop_after is not None:
         argv += ["--stop-after", str(stop_after)]
     if resume:
         argv.append("--resume")
-    return parser.parse_args(argv)
+    return runner.parse_args(rf.SPEC, argv)
 
 
 def history(stage_dir):
     return json.loads((latest_checkpoint(stage_dir) / "state.json").read_text())["history"]
 
 
-def test_post_trains_rf_with_km_and_exports_an_rf_policy(tmp_path, act_vae_dir):
+def test_rf_trains_with_km_and_exports_an_rf_policy(tmp_path, act_vae_dir):
     run = tmp_path / "run"
-    assert post.run(args(run, act_vae_dir, 2, 40, extra=("stage2.lr=3e-3", "stage2.batch_size=2"))) == 0
+    assert runner.run(rf.SPEC, args(run, act_vae_dir, 2, 40, extra=("stage2.lr=3e-3", "stage2.batch_size=2"))) == 0
     h2 = history(run / "stage2")
     # policy == reference before the first update: KL exactly zero at stage 2's first step
     assert h2[0]["kl"] == pytest.approx(0.0, abs=1e-6)
@@ -54,10 +51,10 @@ def test_reference_is_frozen_and_gets_no_gradient(act_vae_dir):
     from clap_train.data.synthetic import SyntheticDataset, collate_samples
     from clap_train.models.flow_head import FlowHead
     from clap_train.models.vlm import VLMConfig
-    from clap_train.train.ntp import load_act_vae, load_backbone
+    from clap_train.models.pretrained import load_act_vae, load_backbone
 
-    cfg = post.PostTrainConfig(vlm=VLMConfig(image_size=64, hidden_size=64, layers=2, intermediate_size=128,
-                                             vision_hidden=32, vision_heads=2), alpha=1.0)
+    cfg = rf.RFTrainConfig(vlm=VLMConfig(image_size=64, hidden_size=64, layers=2, intermediate_size=128,
+                                         vision_hidden=32, vision_heads=2), alpha=1.0)
     import copy
     import dataclasses
 
@@ -68,13 +65,13 @@ def test_reference_is_frozen_and_gets_no_gradient(act_vae_dir):
         p.requires_grad_(False)
     flow = dataclasses.replace(cfg.flow, vlm_hidden=64, feature_layers=[0, 1], d_model=32, layers=1, heads=2)
     cfg = dataclasses.replace(cfg, flow=flow)
-    model = post.PostModel(vlm, FlowHead(flow))
+    model = rf.RFModel(vlm, FlowHead(flow))
     with torch.no_grad():  # move the policy branch away from the reference
         for p in model.vlm.model.language_model.layers[1].parameters():
             p.add_(0.05 * torch.randn_like(p))
     ds = SyntheticDataset(1, image_size=64, episode_len=40)
     batch = collate_samples([ds[0], ds[5]])
-    loss, metrics = post.rf_km_loss_fn(proc, vocab, act_vae, reference, cfg)(model, batch, 0)
+    loss, metrics = rf.rf_km_loss_fn(proc, vocab, act_vae, reference, cfg)(model, batch, 0)
     loss.backward()
     assert metrics["kl"] > 0
     assert all(p.grad is None for p in reference.parameters())
@@ -84,11 +81,11 @@ def test_reference_is_frozen_and_gets_no_gradient(act_vae_dir):
 
 def test_resume_in_stage_two_reproduces_next_step_loss(tmp_path, act_vae_dir):
     straight = tmp_path / "straight"
-    assert post.run(args(straight, act_vae_dir, 2, 5)) == 0
+    assert runner.run(rf.SPEC, args(straight, act_vae_dir, 2, 5)) == 0
     killed = tmp_path / "killed"
-    assert post.run(args(killed, act_vae_dir, 2, 5, stop_after=5)) == 0  # 2 stage-1 steps + 3 stage-2 steps
+    assert runner.run(rf.SPEC, args(killed, act_vae_dir, 2, 5, stop_after=5)) == 0  # 2 stage-1 steps + 3 stage-2 steps
     assert not (killed / "policy").exists()
-    assert post.run(args(killed, act_vae_dir, 2, 5, resume=True)) == 0
+    assert runner.run(rf.SPEC, args(killed, act_vae_dir, 2, 5, resume=True)) == 0
     a, b = history(straight / "stage2"), history(killed / "stage2")
     assert [h["step"] for h in b] == [1, 2, 3, 4, 5]
     for ha, hb in zip(a, b):
@@ -98,8 +95,8 @@ def test_resume_in_stage_two_reproduces_next_step_loss(tmp_path, act_vae_dir):
 
 def test_lora_stage_two_starts_at_the_reference_and_exports_plain_weights(tmp_path, act_vae_dir):
     run = tmp_path / "lora"
-    assert post.run(args(run, act_vae_dir, 1, 4, extra=("finetune=lora", "lora_rank=4", "stage2.lr=3e-3",
-                                                        "stage2.batch_size=2"))) == 0
+    extra = ("finetune=lora", "lora_rank=4", "stage2.lr=3e-3", "stage2.batch_size=2")
+    assert runner.run(rf.SPEC, args(run, act_vae_dir, 1, 4, extra=extra)) == 0
     h2 = history(run / "stage2")
     assert h2[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # lora_B = 0: policy == reference at the start
     assert h2[-1]["kl"] > 0  # the adapters moved the token policy
@@ -119,8 +116,8 @@ def test_kill_9_in_stage_two_then_resume(tmp_path, act_vae_dir, sigkill_after_ch
 
     def argv(run_dir):
         return [
-            sys.executable, "-m", "clap_train.cli", "train", "post", "--config", str(CONFIG), "--synthetic", "2",
-            "--act-vae", str(act_vae_dir), "--run-dir", str(run_dir), "--no-progress", "--set", "stage1.steps=1",
+            sys.executable, "-m", "clap_train.cli", "train", "rf", "--config", str(CONFIG), "--synthetic", "2",
+            "--run-dir", str(run_dir), "--no-progress", "--set", f"act_vae={act_vae_dir}", "stage1.steps=1",
             f"stage2.steps={steps}", "stage1.warmup_steps=0", "stage2.warmup_steps=0", "stage2.save_every=2",
             "synthetic_episode_len=40"]
 
@@ -139,7 +136,7 @@ def test_kill_9_in_stage_two_then_resume(tmp_path, act_vae_dir, sigkill_after_ch
 
 
 def test_pipeline_on_a_converted_lerobot_dataset(tmp_path, act_vae_dir):
-    """rosbag2 -> clap convert -> clap train ntp -> clap train post -> ClapPolicy, on real files."""
+    """rosbag2 -> clap convert -> clap train ntp -> clap train rf -> ClapPolicy, on real files."""
     from clap_train.data.contract import load_contract
     from clap_train.data.convert import convert_bags
     from clap_train.data.synthetic_bag import CameraSetup, write_bag
@@ -148,21 +145,15 @@ def test_pipeline_on_a_converted_lerobot_dataset(tmp_path, act_vae_dir):
     cams = {n: CameraSetup("rgb8", 48, 64) for n in ("head", "left_wrist", "right_wrist")}
     write_bag(tmp_path / "bags/e0", duration_s=1.2, cameras=cams, yaw_cross=True)
     convert_bags([tmp_path / "bags"], load_contract(), tmp_path / "robot", progress=False)
-    parser = argparse.ArgumentParser()
-    ntp_train.add_arguments(parser)
-    ntp_args = parser.parse_args([
-        "--config", str(CONFIG.parent / "ntp.yaml"), "--dataset", str(tmp_path / "robot"), "--act-vae",
-        str(act_vae_dir), "--run-dir", str(tmp_path / "ntp"), "--no-progress", "--set", "loop.steps=4",
-        "loop.warmup_steps=0", "loop.batch_size=2"])
-    assert ntp_train.run(ntp_args) == 0
-    parser = argparse.ArgumentParser()
-    post.add_arguments(parser)
-    post_args = parser.parse_args([
-        "--config", str(CONFIG), "--dataset", str(tmp_path / "robot"), "--init", str(tmp_path / "ntp" / "policy"),
-        "--run-dir", str(tmp_path / "post"), "--no-progress", "--set", "stage1.steps=1", "stage2.steps=2",
-        "stage1.warmup_steps=0", "stage2.warmup_steps=0", "stage1.batch_size=2", "stage2.batch_size=2"])
-    assert post.run(post_args) == 0
-    policy = ClapPolicy.load(tmp_path / "post" / "policy")
+    assert runner.main(ntp_train.SPEC, [
+        "--config", str(CONFIG.parent / "ntp.yaml"), "--dataset", str(tmp_path / "robot"),
+        "--run-dir", str(tmp_path / "ntp"), "--no-progress", "--set", f"act_vae={act_vae_dir}", "loop.steps=4",
+        "loop.warmup_steps=0", "loop.batch_size=2"]) == 0
+    assert runner.main(rf.SPEC, [
+        "--config", str(CONFIG), "--dataset", str(tmp_path / "robot"), "--run-dir", str(tmp_path / "rf"),
+        "--no-progress", "--set", f"init={tmp_path / 'ntp' / 'policy'}", "stage1.steps=1", "stage2.steps=2",
+        "stage1.warmup_steps=0", "stage2.warmup_steps=0", "stage1.batch_size=2", "stage2.batch_size=2"]) == 0
+    policy = ClapPolicy.load(tmp_path / "rf" / "policy")
     stats = json.loads((tmp_path / "robot" / "meta" / "stats.json").read_text())
     # the tiny Act-VAE names no action space: the dataset's own absolute one is exported
     assert policy.space.representation == "absolute"
