@@ -84,8 +84,12 @@ def make_stage(model: ActVAE, dataset: Dataset, cfg: ActVAETrainConfig) -> Stage
             reseeded["total"] += n
 
     def shared_state(m: torch.nn.Module, step: int) -> list[torch.Tensor]:
-        """Several processes: rank 0's re-seeded codebook (and its usage statistics) for everyone."""
-        return [*m.quantizer.parameters(), *m.quantizer.buffers()] if reseeds(step) else []
+        """Several processes: rank 0's codebook (and its usage statistics) for everyone.
+
+        After step 1, because the quantizer initialises its codes from the first batch's latents
+        inside the forward pass, i.e. from each rank's own shard; and after each re-seeding.
+        """
+        return [*m.quantizer.parameters(), *m.quantizer.buffers()] if reseeds(step) or step == 1 else []
 
     return Stage(
         name="act_vae",
