@@ -47,7 +47,9 @@ bench: setup
 	  && python bench/sim_render.py \
 	  && python bench/act_vae_psnr.py \
 	  && python bench/act_vae_sim_psnr.py --arms 2 --actions relative --steps 4000 --out bench/out/act_vae_arm_rel \
-	  && python bench/alignment.py --act-vae bench/out/act_vae_arm_rel/nq16_k256/act_vae
+	  && python bench/alignment.py --act-vae bench/out/act_vae_arm_rel/nq16_k256/act_vae \
+	  && OMP_NUM_THREADS=1 python bench/multiprocess.py \
+	  && python bench/memory_plan.py --json bench/out/memory_plan.json
 
 clean:
 	rm -rf build install log

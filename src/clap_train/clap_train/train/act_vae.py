@@ -29,7 +29,7 @@ from clap_train.data.action_space import REPRESENTATIONS, ActionSpace, fit_actio
 from clap_train.data.sources import ActionChunks, Sources, open_dataset
 from clap_train.io import atomic_write_text
 from clap_train.models.act_vae import ActVAE, ActVAEConfig
-from clap_train.train.loop import LoopConfig, Stage, run_loop
+from clap_train.train.loop import LoopConfig, Stage, is_main_process, run_loop, unwrap
 from clap_train.train.runner import RunOptions, StageSpec
 
 
@@ -69,16 +69,27 @@ def make_stage(model: ActVAE, dataset: Dataset, cfg: ActVAETrainConfig) -> Stage
             "codebook_loss": float(out["codebook_loss"].detach()),
             "commit_loss": float(out["commit_loss"].detach()),
             "perplexity": float(out["perplexity"]),
-            "dead_codes": float(m.quantizer.dead_codes(cfg.dead_threshold or None).numel()),
+            "dead_codes": float(unwrap(m).quantizer.dead_codes(cfg.dead_threshold or None).numel()),
             "psnr": 20 * math.log10(2.0 / math.sqrt(max(mse, 1e-20))),
         }
         return out["loss"], metrics
 
+    def reseeds(step: int) -> bool:
+        return bool(cfg.reseed_every) and step % cfg.reseed_every == 0
+
     def after_step(m: torch.nn.Module, step: int) -> None:
-        if cfg.reseed_every and step % cfg.reseed_every == 0:
+        if reseeds(step):
             n = m.quantizer.reseed_dead_codes(step, cfg.dead_threshold or None)
             reseeded["last"] = n
             reseeded["total"] += n
+
+    def shared_state(m: torch.nn.Module, step: int) -> list[torch.Tensor]:
+        """Several processes: rank 0's codebook (and its usage statistics) for everyone.
+
+        After step 1, because the quantizer initialises its codes from the first batch's latents
+        inside the forward pass, i.e. from each rank's own shard; and after each re-seeding.
+        """
+        return [*m.quantizer.parameters(), *m.quantizer.buffers()] if reseeds(step) or step == 1 else []
 
     return Stage(
         name="act_vae",
@@ -89,6 +100,7 @@ def make_stage(model: ActVAE, dataset: Dataset, cfg: ActVAETrainConfig) -> Stage
         param_groups=[{"params": rest, "lr": cfg.loop.lr}, {"params": codebook, "lr": cfg.codebook_lr}],
         after_step=after_step,
         extra_state=lambda: {"reseeded_total": reseeded["total"]},
+        shared_state=shared_state,
     )
 
 
@@ -121,7 +133,7 @@ def train(job: Prepared, options: RunOptions) -> int:
     model = ActVAE(cfg.model)
     result = run_loop(make_stage(model, ActionChunks(job.dataset), cfg), cfg.loop, options.run_dir,
                       resume=options.resume, progress=options.progress, stop_after=options.stop_after)
-    if result.final_step >= cfg.loop.steps:
+    if result.final_step >= cfg.loop.steps and is_main_process():
         out = export(model, job.stats, job.space, options.run_dir / "act_vae")
         last = result.history[-1] if result.history else {}
         print(f"act-vae: step {result.final_step}, recon {last.get('recon_loss', float('nan')):.3g}, "

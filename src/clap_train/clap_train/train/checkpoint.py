@@ -61,12 +61,18 @@ def save_checkpoint(
     scheduler: Any | None = None,
     state: dict[str, Any] | None = None,
     keep_last: int = 2,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> pathlib.Path:
-    """Write checkpoint ``step`` and point ``latest`` at it; prune older ones beyond ``keep_last``."""
+    """Write checkpoint ``step`` and point ``latest`` at it; prune older ones beyond ``keep_last``.
+
+    ``weights``: the full state dict when the model itself holds only a shard (FSDP gathers it).
+    """
     root = checkpoint_root(run_dir)
     final = root / f"step-{step:08d}"
     with atomic_dir(final) as tmp:
-        save_file(state_dict_for_safetensors(model), str(tmp / "model.safetensors"))
+        tensors = (state_dict_for_safetensors(model) if weights is None
+                   else {k: v.detach().contiguous().cpu() for k, v in weights.items()})
+        save_file(tensors, str(tmp / "model.safetensors"))
         if optimizer is not None:
             torch.save(
                 {

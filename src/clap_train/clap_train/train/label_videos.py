@@ -13,37 +13,48 @@ for demos and tests.
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 
 import pyarrow as pa
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from clap_train.data.pseudo_tokens import write_sidecar
 
 
 def label(model, dataset, batch_size: int = 64, num_workers: int = 0, progress: bool = True) -> pa.Table:
-    """Tokenise every sample of ``dataset`` (contract-3 samples); a table sorted by episode, frame."""
+    """Tokenise every sample of ``dataset`` (contract-3 samples); a table sorted by episode, frame.
+
+    Under ``torchrun`` / ``accelerate launch`` each process labels its own contiguous share of the
+    samples and every process returns the whole table (gathered).
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
     from clap_train.data.dataset import collate_samples
 
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_samples)
-    eps, frames, tokens = [], [], []
+    state = PartialState()
+    rows = []
     model.eval()
     device = next(model.inverse.parameters()).device
-    with torch.no_grad():
-        for batch in tqdm(loader, desc="label-videos", disable=not progress, dynamic_ncols=True):
-            toks = model.tokenize(batch["images"]["head"].to(device), batch["future_head"].to(device))
-            eps += batch["episode_index"].tolist()
-            frames += batch["frame_index"].tolist()
-            tokens += toks.cpu().tolist()
-    order = sorted(range(len(eps)), key=lambda i: (eps[i], frames[i]))
+    with state.split_between_processes(list(range(len(dataset)))) as mine:
+        loader = DataLoader(Subset(dataset, mine), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                            collate_fn=collate_samples)
+        with torch.no_grad():
+            for batch in tqdm(loader, desc="label-videos", disable=not (progress and state.is_main_process),
+                              dynamic_ncols=True):
+                toks = model.tokenize(batch["images"]["head"].to(device), batch["future_head"].to(device))
+                rows += zip(batch["episode_index"].tolist(), batch["frame_index"].tolist(), toks.cpu().tolist())
+    if state.num_processes > 1:
+        rows = gather_object(rows)
+    rows.sort(key=lambda r: (r[0], r[1]))
     return pa.table({
-        "episode_index": pa.array([eps[i] for i in order], pa.int64()),
-        "frame_index": pa.array([frames[i] for i in order], pa.int64()),
-        "action_tokens": pa.array([tokens[i] for i in order], pa.list_(pa.int64())),
+        "episode_index": pa.array([r[0] for r in rows], pa.int64()),
+        "frame_index": pa.array([r[1] for r in rows], pa.int64()),
+        "action_tokens": pa.array([r[2] for r in rows], pa.list_(pa.int64())),
     })
 
 
@@ -65,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
     from clap_train.data.sources import open_dataset
 
     try:
-        model = VDVAE.from_pretrained(args.vd_vae).to(args.device)
+        device = args.device
+        if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process
+            device = f"cuda:{os.environ['LOCAL_RANK']}"
+        model = VDVAE.from_pretrained(args.vd_vae).to(device)
         cfg, act = model.config, model.act_vae.config
         if args.synthetic is not None:
             if args.out is None:
@@ -80,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"clap label-videos: {exc}", file=sys.stderr)
         return 2
     table = label(model, ds, args.batch_size, args.num_workers, progress=not args.no_progress)
+    from clap_train.train.loop import is_main_process
+
+    if not is_main_process():  # several processes: rank 0 writes the gathered table
+        return 0
     path = write_sidecar(table, pathlib.Path(root), {"vd_vae": str(args.vd_vae), "num_queries": act.num_queries,
                                                      "codebook_size": act.codebook_size})
     print(f"label-videos: {table.num_rows} frames labelled with {act.num_queries} tokens each -> {path}")

@@ -1,20 +1,33 @@
 """The one training loop every CLAP stage runs through.
 
 A stage supplies a trainable module, a dataset, a collate function and a loss; this loop does
-the rest the same way for all of them: accelerate (one code path for CPU, one GPU, DDP/FSDP
-via ``accelerate launch``), AdamW with per-group learning rates, warm-up + cosine schedule,
-gradient clipping, a tqdm progress bar, TensorBoard scalars, atomic checkpoints and resume.
+the rest the same way for all of them: accelerate (one code path for CPU, one GPU, and several
+processes under ``accelerate launch`` or ``torchrun``: DDP, or FSDP from an accelerate config),
+AdamW with per-group learning rates, warm-up + cosine schedule, gradient clipping, gradient
+accumulation, bf16 autocast, gradient checkpointing, a tqdm progress bar, TensorBoard scalars,
+atomic checkpoints and resume.
 
 Resume is exact: the batch and every random draw at step ``s`` are functions of
 ``(seed, s)`` only (a stateless batch sampler and a per-step torch seed), so a run killed
 after checkpoint ``s`` and resumed computes the same loss at step ``s + 1`` as the run that
 was never killed.
+
+Several processes: ``batch_size`` is the global batch of one optimiser step. The sampler draws it
+exactly as one process would; it is cut into ``grad_accum`` micro-batches, and accelerate's
+prepared DataLoader (``split_batches``) gives each of the W processes its own contiguous 1/W of
+every micro-batch, so the ranks' samples are disjoint and a W-process run sees the same samples
+per step as a 1-process run. Each rank seeds its own noise (rank 0 keeps the 1-process seed).
+Losses and metrics are averaged over ranks; only rank 0 writes checkpoints and TensorBoard.
+State a stage changes outside the gradients (``Stage.shared_state``) is broadcast from rank 0.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import os
 import pathlib
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +59,8 @@ class LoopConfig:
     keep_last: int = 2
     seed: int = 0
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    grad_accum: int = 1  # micro-batches per optimiser step; batch_size stays the global batch of a step
+    gradient_checkpointing: bool = False  # recompute HF transformer layers in backward (saves activations)
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda
 
@@ -58,6 +73,9 @@ class LoopConfig:
             raise ValueError(f"warmup_steps must be in [0, steps], got {self.warmup_steps}")
         if self.save_every <= 0 or self.log_every <= 0:
             raise ValueError("save_every and log_every must be positive")
+        if self.grad_accum <= 0 or self.batch_size % self.grad_accum:
+            raise ValueError(f"grad_accum must be positive and divide batch_size {self.batch_size}, "
+                             f"got {self.grad_accum}")
 
 
 def lr_lambda(config: LoopConfig, base_lr: float) -> Callable[[int], float]:
@@ -80,26 +98,33 @@ def lr_lambda(config: LoopConfig, base_lr: float) -> Callable[[int], float]:
 
 
 class StepBatchSampler(Sampler[list[int]]):
-    """Yields the batch indices of steps ``start..stop-1``; step ``s`` depends only on (seed, s)."""
+    """Yields the batch indices of steps ``start..stop-1``; step ``s`` depends only on (seed, s).
 
-    def __init__(self, num_items: int, batch_size: int, seed: int, start: int, stop: int):
+    With ``micro`` > 1 each step's batch comes as ``micro`` consecutive micro-batches
+    (``self.batch_size`` is their size: what accelerate splits across processes).
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, start: int, stop: int, micro: int = 1):
         if num_items <= 0:
             raise ValueError("the training dataset is empty")
-        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
-        self.start, self.stop = start, stop
+        self.num_items, self.global_batch, self.seed = num_items, batch_size, seed
+        self.start, self.stop, self.micro = start, stop, micro
+        self.batch_size = batch_size // micro
 
     def indices(self, step: int) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        if self.num_items >= self.batch_size:
-            return torch.randperm(self.num_items, generator=g)[: self.batch_size].tolist()
-        return torch.randint(self.num_items, (self.batch_size,), generator=g).tolist()
+        if self.num_items >= self.global_batch:
+            return torch.randperm(self.num_items, generator=g)[: self.global_batch].tolist()
+        return torch.randint(self.num_items, (self.global_batch,), generator=g).tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
         for step in range(self.start, self.stop):
-            yield self.indices(step)
+            batch = self.indices(step)
+            for i in range(self.micro):
+                yield batch[i * self.batch_size: (i + 1) * self.batch_size]
 
     def __len__(self) -> int:
-        return max(0, self.stop - self.start)
+        return max(0, self.stop - self.start) * self.micro
 
 
 @dataclasses.dataclass
@@ -109,8 +134,12 @@ class Stage:
     ``loss_fn(model, batch, step)`` returns the scalar loss and a dict of float metrics.
     ``param_groups`` (optional) lists dicts with "params" and optionally "lr" (a group's own
     base learning rate, e.g. the Act-VAE codebook's); default: all trainable parameters.
-    ``after_step(model, step)`` runs after each optimiser step (EMA teachers, dead-code
-    re-seeding). ``extra_state()`` is stored in each checkpoint's state.json.
+    ``after_step(model, step)`` runs after each optimiser step on every rank, on the unwrapped
+    module (EMA teachers, dead-code re-seeding). ``shared_state(model, step)`` then lists the
+    tensors it changed that must be equal on all ranks; the loop broadcasts them from rank 0, so
+    rank 0 decides (e.g. which codes to re-seed, and with what). ``extra_state()`` is stored in
+    each checkpoint's state.json. ``loss_fn`` gets the model as prepared (DDP-wrapped under
+    several processes): call it for the forward pass, and reach attributes through ``unwrap``.
     """
 
     name: str
@@ -121,6 +150,81 @@ class Stage:
     param_groups: list[dict[str, Any]] | None = None
     after_step: Callable[[torch.nn.Module, int], None] | None = None
     extra_state: Callable[[], dict[str, Any]] | None = None
+    shared_state: Callable[[torch.nn.Module, int], list[torch.Tensor]] | None = None
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The stage's own module inside a DDP/FSDP/compile wrapper (attributes, not the forward pass)."""
+    from accelerate.utils import extract_model_from_parallel
+
+    return extract_model_from_parallel(model)
+
+
+def is_main_process() -> bool:
+    """True on rank 0 of a ``torchrun`` / ``accelerate launch`` job, and in a plain single process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def param_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a module's parameters, in name order (equal ranks have equal digests).
+
+    Buffers are left out: statistics a forward pass updates from the local batch (a codebook's usage)
+    differ between ranks after the last step; DDP makes rank 0's the shared ones at every forward.
+    """
+    h = hashlib.sha256()
+    for name, t in sorted(model.named_parameters()):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class _Traced(Dataset):
+    """Records which samples this process read (``CLAP_TRACE_SAMPLES=1``: for the multi-process tests)."""
+
+    def __init__(self, base: Dataset):
+        self.base, self.seen = base, []
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        self.seen.append(int(i))
+        return self.base[i]
+
+
+def _make_accelerator(config: LoopConfig):
+    from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+    return Accelerator(
+        cpu=cpu, mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
+        # each step's (micro-)batch is cut across the processes: disjoint shards, the same global batch
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        # stages have branches a batch may not reach (human-only paths, state dropout)
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
+def _enable_gradient_checkpointing(model: torch.nn.Module) -> int:
+    """Gradient checkpointing on every HF transformer inside ``model``; returns how many."""
+    from transformers import PreTrainedModel
+
+    found = [m for m in model.modules() if isinstance(m, PreTrainedModel) and m.supports_gradient_checkpointing]
+    for m in found:
+        m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return len(found)
+
+
+def _mean_over_ranks(accelerator, record: dict[str, float]) -> dict[str, float]:
+    """Each metric averaged over the ranks that report it (a rank may lack one, e.g. NaN agreement)."""
+    from accelerate.utils import gather_object
+
+    sums: dict[str, list[float]] = {}
+    for rec in gather_object([record]):
+        for k, v in rec.items():
+            sums.setdefault(k, []).append(v)
+    return {k: sum(v) / len(v) for k, v in sums.items()}
 
 
 @dataclasses.dataclass
@@ -149,14 +253,19 @@ def run_loop(
     stop_after: int | None = None,
 ) -> LoopResult:
     """Train ``stage`` for ``config.steps`` steps (or until ``stop_after``), checkpointing into run_dir."""
-    from accelerate import Accelerator
+    from accelerate.utils import DistributedType, broadcast
 
     run_dir = pathlib.Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
-    accelerator = Accelerator(cpu=cpu, mixed_precision=config.mixed_precision)
+    accelerator = _make_accelerator(config)
+    world, rank, accum = accelerator.num_processes, accelerator.process_index, config.grad_accum
+    if config.batch_size % (world * accum):
+        raise ValueError(f"{stage.name}: batch_size {config.batch_size} (the global batch) must be a multiple of "
+                         f"processes x grad_accum = {world} x {accum}")
 
     model = stage.model
+    if config.gradient_checkpointing and not _enable_gradient_checkpointing(model):
+        accelerator.print(f"{stage.name}: gradient_checkpointing has no transformer to act on here")
     groups = stage.param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
     groups = [dict(g) for g in groups]
     for g in groups:
@@ -170,7 +279,7 @@ def run_loop(
 
     start = 0
     history: list[dict[str, float]] = []
-    if resume:
+    if resume:  # every rank reads the same checkpoint before the model is wrapped
         ckpt = latest_checkpoint(run_dir)
         if ckpt is not None:
             state = load_checkpoint(ckpt, model, optimizer, scheduler)
@@ -180,16 +289,18 @@ def run_loop(
         else:
             accelerator.print(f"{stage.name}: --resume given but no checkpoint in {run_dir}; starting fresh")
 
-    model, optimizer = accelerator.prepare(model, optimizer)
     stop = config.steps if stop_after is None else min(config.steps, stop_after)
-    sampler = StepBatchSampler(len(stage.dataset), config.batch_size, config.seed, start, stop)
+    sampler = StepBatchSampler(len(stage.dataset), config.batch_size, config.seed, start, stop, micro=accum)
+    trace = _Traced(stage.dataset) if os.environ.get("CLAP_TRACE_SAMPLES") else None
     loader = DataLoader(
-        stage.dataset,
+        trace or stage.dataset,
         batch_sampler=sampler,
         collate_fn=stage.collate_fn,
         num_workers=config.num_workers,
         persistent_workers=False,
     )
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    own = unwrap(model)
 
     writer = None
     if accelerator.is_main_process:
@@ -206,6 +317,16 @@ def run_loop(
             data.update(stage.extra_state())
         return data
 
+    def save(step: int) -> pathlib.Path | None:
+        # FSDP: gathering the full weights is a collective, so every rank takes part; rank 0 writes
+        full = accelerator.get_state_dict(model) if accelerator.distributed_type == DistributedType.FSDP else None
+        path = None
+        if accelerator.is_main_process:
+            path = save_checkpoint(run_dir, step, own, optimizer, scheduler, extra(), keep_last=config.keep_last,
+                                   weights=full)
+        accelerator.wait_for_everyone()
+        return path
+
     last_ckpt = None
     bar = tqdm(total=stop, initial=start, desc=stage.name, disable=not (progress and accelerator.is_main_process),
                dynamic_ncols=True)
@@ -214,28 +335,46 @@ def run_loop(
     elapsed0 = float(history[-1].get("elapsed_s", 0.0)) if history else 0.0
     t_start = time.monotonic()
     model.train()
+    micro, sums = 0, {}
     for batch in loader:
-        torch.manual_seed(config.seed * 7_919 + step)
+        # rank 0's first micro-batch keeps the 1-process seed; other ranks and micro-batches draw their own noise
+        torch.manual_seed(config.seed * 7_919 + step + 104_729 * (rank * accum + micro))
         batch = _move(batch, accelerator.device)
-        with accelerator.autocast():
-            loss, metrics = stage.loss_fn(model, batch, step)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"{stage.name}: loss is {loss.item()} at step {step}; last good checkpoint: "
-                f"{latest_checkpoint(run_dir)}"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        if config.grad_clip > 0:
-            accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                loss, metrics = stage.loss_fn(model, batch, step)
+            mean_loss = accelerator.reduce(loss.detach().float(), "mean") if world > 1 else loss.detach()
+            if not torch.isfinite(mean_loss):  # the same verdict on every rank
+                raise FloatingPointError(
+                    f"{stage.name}: loss is {mean_loss.item()} at step {step}; last good checkpoint: "
+                    f"{latest_checkpoint(run_dir)}"
+                )
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.grad_clip > 0:
+                accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        micro += 1
+        for k, v in {"loss": float(mean_loss), **{k: float(v) for k, v in metrics.items()}}.items():
+            sums[k] = sums.get(k, 0.0) + v
+        if not accelerator.sync_gradients:
+            continue
+        local = {k: v / micro for k, v in sums.items()}
+        micro, sums = 0, {}
         scheduler.step()
         step += 1
         if stage.after_step is not None:
-            stage.after_step(accelerator.unwrap_model(model), step)
-        record = {"step": step, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0],
+            stage.after_step(own, step)
+        if world > 1 and stage.shared_state is not None:
+            for t in stage.shared_state(own, step):
+                t.data.copy_(broadcast(t.data.contiguous(), from_process=0))
+        if world > 1:
+            loss_mean = local.pop("loss")
+            local = _mean_over_ranks(accelerator, local)
+            local["loss"] = loss_mean
+        record = {"step": step, "loss": local.pop("loss"), "lr": scheduler.get_last_lr()[0],
                   "elapsed_s": elapsed0 + time.monotonic() - t_start}
-        record.update({k: float(v) for k, v in metrics.items()})
+        record.update(local)
         history.append(record)
         bar.update(1)
         if step % config.log_every == 0 or step == stop:
@@ -245,11 +384,16 @@ def run_loop(
                 for k, v in record.items():
                     if k not in ("step", "elapsed_s"):
                         writer.add_scalar(f"{stage.name}/{k}", v, step)
-        if accelerator.is_main_process and (step % config.save_every == 0 or step == stop):
-            last_ckpt = save_checkpoint(run_dir, step, accelerator.unwrap_model(model), optimizer, scheduler,
-                                        extra(), keep_last=config.keep_last)
+        if step % config.save_every == 0 or step == stop:
+            last_ckpt = save(step) or last_ckpt
     bar.close()
     if writer is not None:
         writer.close()
+    if trace is not None:
+        out = run_dir / "trace"
+        out.mkdir(exist_ok=True)
+        (out / f"{stage.name}-rank{rank}.json").write_text(json.dumps(
+            {"rank": rank, "world": world, "num_items": len(trace), "samples": trace.seen,
+             "params": param_digest(own)}))
     accelerator.wait_for_everyone()
     return LoopResult(final_step=step, history=history, checkpoint=last_ckpt or latest_checkpoint(run_dir))

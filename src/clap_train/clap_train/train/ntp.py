@@ -28,7 +28,7 @@ from clap_train.models.act_vae import ActVAE
 from clap_train.models.ntp import ntp_loss_fn
 from clap_train.models.pretrained import Backbone, load_act_vae, load_backbone
 from clap_train.models.vlm import VLMConfig
-from clap_train.train.loop import LoopConfig, Stage, run_loop
+from clap_train.train.loop import LoopConfig, Stage, is_main_process, run_loop
 from clap_train.train.runner import RunOptions, StageSpec
 
 
@@ -84,7 +84,7 @@ def train(job: Prepared, options: RunOptions) -> int:
                   loss_fn=ntp_loss_fn(processor, vocab, act_vae, cfg.wrist_dropout))
     result = run_loop(stage, cfg.loop, options.run_dir, resume=options.resume, progress=options.progress,
                       stop_after=options.stop_after)
-    if result.final_step >= cfg.loop.steps:
+    if result.final_step >= cfg.loop.steps and is_main_process():
         meta = PolicyMeta(chunk_len=act_vae.config.chunk_len, action_dim=act_vae.config.action_dim,
                           rate_hz=cfg.rate_hz, image_size=processor.image_size,
                           num_queries=act_vae.config.num_queries, codebook_size=act_vae.config.codebook_size,

@@ -38,7 +38,7 @@ from clap_train.models.pretrained import Backbone, load_act_vae, load_backbone
 from clap_train.models.vlm import (
     LORA_TARGETS, VLMConfig, VLMProcessor, add_lora, capture_layers, hidden_size, merge_lora, num_text_layers,
 )
-from clap_train.train.loop import LoopConfig, Stage, run_loop
+from clap_train.train.loop import LoopConfig, Stage, is_main_process, run_loop
 from clap_train.train.runner import RunOptions, StageSpec
 
 
@@ -199,7 +199,7 @@ def train(job: Prepared, options: RunOptions) -> int:
 
     def export_intermediate(m: RFModel, step: int) -> None:
         """An intermediate policy every ``export_every`` steps (learning curves: success against training)."""
-        if cfg.export_every and step % cfg.export_every == 0 and step < cfg.stage2.steps:
+        if cfg.export_every and step % cfg.export_every == 0 and step < cfg.stage2.steps and is_main_process():
             save_policy(run_dir / "exports" / f"step-{step:06d}", meta, m.vlm, processor, act_vae, space, m.head)
 
     s2 = Stage(name="rf_stage2", model=model, dataset=robot_only(job.dataset), collate_fn=collate_samples,
@@ -211,6 +211,8 @@ def train(job: Prepared, options: RunOptions) -> int:
         return 0
     if cfg.finetune == "lora":
         merge_lora(model.vlm)  # the exported backbone is a plain Qwen3-VL again
+    if not is_main_process():
+        return 0
     out = save_policy(run_dir / "policy", meta, model.vlm, processor, act_vae.cpu(), space, model.head)
     last = r2.history[-1] if r2.history else {}
     print(f"rf: stage 2 step {r2.final_step}, rf {last.get('rf_loss', float('nan')):.4g}, "

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from clap_train.config import ConfigError, load_config, save_config
 from clap_train.data.sources import Sources
+from clap_train.train.loop import is_main_process
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +108,8 @@ def run(spec: StageSpec, args: argparse.Namespace) -> int:
         print(f"clap train {spec.name}: {exc}", file=sys.stderr)
         return 2
     options.run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, options.run_dir / "config.yaml")
+    if is_main_process():  # several processes (torchrun / accelerate launch): rank 0 writes
+        save_config(cfg, options.run_dir / "config.yaml")
     return int(spec.train(prepared, options) or 0)
 
 

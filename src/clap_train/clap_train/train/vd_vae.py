@@ -32,7 +32,7 @@ from clap_train.data.sources import Sources, open_dataset
 from clap_train.io import atomic_write_text
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.vd_vae import VDVAE, VDVAEConfig
-from clap_train.train.loop import LoopConfig, Stage, run_loop
+from clap_train.train.loop import LoopConfig, Stage, is_main_process, run_loop
 from clap_train.train.runner import RunOptions, StageSpec
 
 
@@ -119,6 +119,8 @@ def make_stage(model: VDVAE, dataset, collate, cfg: VDVAETrainConfig) -> Stage:
         return out["loss"], metrics
 
     def after_step(m: torch.nn.Module, step: int) -> None:
+        # several processes: the students are equal on every rank after the step, so the EMA
+        # teachers stay equal too (the update is deterministic); no broadcast needed
         m.update_teacher()
 
     trainable = [p for n, p in model.named_parameters()
@@ -178,7 +180,7 @@ def train(job: Prepared, options: RunOptions) -> int:
     model = VDVAE(cfg.model, job.act)
     result = run_loop(make_stage(model, job.data, collate_samples, cfg), cfg.loop, options.run_dir,
                       resume=options.resume, progress=options.progress, stop_after=options.stop_after)
-    if result.final_step >= cfg.loop.steps:
+    if result.final_step >= cfg.loop.steps and is_main_process():
         out = model.save_pretrained(options.run_dir / "vd_vae")
         atomic_write_text(out / "stats.json", json.dumps(job.stats, indent=1))
         if job.space is not None:
