@@ -79,10 +79,21 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _init_from(self, flat: torch.Tensor) -> None:
-        # draws from torch's global generator, which the training loop seeds per step
+        # draws from torch's global generator, which the training loop seeds per step. Several
+        # processes: the codes come from every rank's latents (the global batch, in rank order, as
+        # one process would see it) with rank 0's draw, so all ranks start from one codebook.
+        import torch.distributed as dist
+
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if distributed:
+            parts = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
+            dist.all_gather(parts, flat.contiguous())
+            flat = torch.cat(parts)
         idx = torch.randint(flat.shape[0], (self.num_codes,), device=flat.device)
         noise = torch.randn(self.num_codes, self.dim, device=flat.device) * 0.01 * flat.std()
         self.embedding.weight.data.copy_((flat[idx] + noise).to(self.embedding.weight.dtype))
+        if distributed:
+            dist.broadcast(self.embedding.weight.data, src=0)
         self.initialized.fill_(1)
 
     def dead_codes(self, threshold: float | None = None) -> torch.Tensor:

@@ -29,7 +29,7 @@ from clap_train.data.action_space import REPRESENTATIONS, ActionSpace, fit_actio
 from clap_train.data.sources import ActionChunks, Sources, open_dataset
 from clap_train.io import atomic_write_text
 from clap_train.models.act_vae import ActVAE, ActVAEConfig
-from clap_train.train.loop import LoopConfig, Stage, is_main_process, run_loop, unwrap
+from clap_train.train.loop import LoopConfig, Stage, global_share, is_main_process, run_loop, unwrap
 from clap_train.train.runner import RunOptions, StageSpec
 
 
@@ -63,7 +63,10 @@ def make_stage(model: ActVAE, dataset: Dataset, cfg: ActVAETrainConfig) -> Stage
 
     def loss_fn(m: torch.nn.Module, batch: dict[str, torch.Tensor], step: int):
         out = m(batch["action"], mask=~batch["action_pad"])
-        mse = float(out["recon_loss"].detach())
+        # several processes: each rank's masked mean weighted by its share of the valid steps
+        share = global_share((~batch["action_pad"]).sum() * batch["action"].shape[-1])
+        recon = out["recon_loss"] * share
+        mse = float(recon.detach())
         metrics = {
             "recon_loss": mse,
             "codebook_loss": float(out["codebook_loss"].detach()),
@@ -72,7 +75,7 @@ def make_stage(model: ActVAE, dataset: Dataset, cfg: ActVAETrainConfig) -> Stage
             "dead_codes": float(unwrap(m).quantizer.dead_codes(cfg.dead_threshold or None).numel()),
             "psnr": 20 * math.log10(2.0 / math.sqrt(max(mse, 1e-20))),
         }
-        return out["loss"], metrics
+        return out["loss"] + recon - out["recon_loss"], metrics
 
     def reseeds(step: int) -> bool:
         return bool(cfg.reseed_every) and step % cfg.reseed_every == 0
@@ -84,12 +87,11 @@ def make_stage(model: ActVAE, dataset: Dataset, cfg: ActVAETrainConfig) -> Stage
             reseeded["total"] += n
 
     def shared_state(m: torch.nn.Module, step: int) -> list[torch.Tensor]:
-        """Several processes: rank 0's codebook (and its usage statistics) for everyone.
+        """Several processes: rank 0's codebook (and its usage statistics) for everyone, after each re-seeding.
 
-        After step 1, because the quantizer initialises its codes from the first batch's latents
-        inside the forward pass, i.e. from each rank's own shard; and after each re-seeding.
+        (The first batch's data-dependent initialisation is already global: models/quantizer.py.)
         """
-        return [*m.quantizer.parameters(), *m.quantizer.buffers()] if reseeds(step) or step == 1 else []
+        return [*m.quantizer.parameters(), *m.quantizer.buffers()] if reseeds(step) else []
 
     return Stage(
         name="act_vae",

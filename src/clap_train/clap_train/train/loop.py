@@ -165,6 +165,22 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def global_share(count: torch.Tensor) -> torch.Tensor:
+    """``count * world / (count summed over ranks)``: a rank's mean -> its share of the global mean.
+
+    A loss that is a mean over a rank's own valid elements (a masked mean) times this factor,
+    averaged over ranks as DDP averages gradients, is the mean over all ranks' valid elements: what
+    one process would compute on the global batch. 1 in a single process.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return torch.ones((), device=count.device)
+    total = count.detach().float().clone()
+    dist.all_reduce(total)
+    return count.detach().float() * dist.get_world_size() / total.clamp_min(1.0)
+
+
 def param_digest(model: torch.nn.Module) -> str:
     """SHA-256 of a module's parameters, in name order (equal ranks have equal digests).
 
