@@ -125,7 +125,8 @@ def _is_own(name: str, eid: str) -> bool:
 
 
 def contract_digest(contract: Contract) -> str:
-    return hashlib.sha1(contract.to_yaml().encode()).hexdigest()
+    """What a stored episode was converted with: the contract less the node's outputs."""
+    return hashlib.sha1(dataclasses.replace(contract, outputs=None).to_yaml().encode()).hexdigest()
 
 
 def _s(ns: int) -> float:
