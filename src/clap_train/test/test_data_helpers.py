@@ -184,7 +184,7 @@ def test_record_launch_records_exactly_the_contract_topics(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     c = load_contract()
-    cmd = mod.record_command(mod.DEFAULT_CONTRACT, "out/ep1")
+    cmd = mod.record_command(None, "out/ep1")
     assert cmd[:7] == ["ros2", "bag", "record", "--storage", "mcap", "--output", "out/ep1"]
     assert sorted(cmd[7:]) == sorted(t.topic for t in c.all_topics())
     # a different contract file changes what is recorded
