@@ -27,6 +27,7 @@ Run: ``source scripts/env.sh && python bench/node.py [--seconds 20] [--json benc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -45,43 +46,39 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(150, 230)))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import rclpy  # noqa: E402
-import yaml  # noqa: E402
 from clap_msgs.msg import ActionChunk  # noqa: E402
-from geometry_msgs.msg import PoseStamped  # noqa: E402
+from clap_policy_ros import client  # noqa: E402
+from clap_policy_ros.client import stop_process  # noqa: E402
 from clap_policy_ros.executors import MultiThreadedExecutor  # noqa: E402
+from clap_train.data.contract import load_contract  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CAMERAS = ["/astribot/camera/head/image_raw", "/astribot/camera/left_wrist/image_raw",
-           "/astribot/camera/right_wrist/image_raw"]
-STEP = 1.0 / 30.0
-
-
-def node_executable() -> str:
-    from clap_train.cli import find_ros_executable
-
-    found = os.environ.get("CLAP_POLICY_NODE") or find_ros_executable("clap_policy_ros",
-                                                                      "policy_node")
-    if not found:
-        sys.exit("policy_node not found: source scripts/env.sh (and colcon build) first")
-    return found
+CONTRACT = load_contract()
+STEP = 1.0 / CONTRACT.rate_hz
+MAX_AGE_S = 0.5  # s, each camera's: the node holds on older cameras; here it never should
 
 
 def start_node(tmp: pathlib.Path, name: str, **overrides) -> subprocess.Popen:
-    params = yaml.safe_load((ROOT / "config" / "astribot.yaml").read_text())
-    p = params["clap_policy"]["ros__parameters"]
-    p.update(episode_log=str(tmp / "episodes.jsonl"), autostart=True,
-             instruction="put the cube in the bowl", use_state=False, max_age=0.5,
-             left_workspace_min=[-100.0] * 3, left_workspace_max=[100.0] * 3,
-             right_workspace_min=[-100.0] * 3, right_workspace_max=[100.0] * 3,
-             max_linear_speed=1000.0, max_angular_speed=1000.0, gripper_min=-100.0,
-             gripper_max=100.0)
-    p.update(overrides)
-    (tmp / f"{name}.yaml").write_text(yaml.safe_dump(params))
-    return subprocess.Popen([node_executable(), "--ros-args", "--params-file",
-                             str(tmp / f"{name}.yaml")],
-                            stdout=open(tmp / f"{name}.log", "w"), stderr=subprocess.STDOUT)
+    """The policy node with config/astribot.yaml, safety limits opened wide and ``overrides``."""
+    contract = dataclasses.replace(
+        CONTRACT, cameras=[dataclasses.replace(c, max_age_s=MAX_AGE_S) for c in CONTRACT.cameras])
+    (tmp / "contract.yaml").write_text(contract.to_yaml())
+    params = dict(episode_log=str(tmp / "episodes.jsonl"), autostart=True,
+                  instruction="put the cube in the bowl", use_state=False,
+                  contract_file=str(tmp / "contract.yaml"),
+                  left_workspace_min=[-100.0] * 3, left_workspace_max=[100.0] * 3,
+                  right_workspace_min=[-100.0] * 3, right_workspace_max=[100.0] * 3,
+                  max_linear_speed=1000.0, max_angular_speed=1000.0, gripper_min=-100.0,
+                  gripper_max=100.0, **overrides)
+    try:
+        return client.start_policy_node(
+            [ROOT / "config" / "astribot.yaml", client.write_params(tmp / f"{name}.yaml", params)],
+            tmp / f"{name}.log")
+    except client.ClientError as exc:
+        sys.exit(str(exc))
 
 
 class Rig:
@@ -91,17 +88,16 @@ class Rig:
         rclpy.init()
         self.node = rclpy.create_node("clap_node_bench")
         qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-        self.pubs = [self.node.create_publisher(Image, t, qos_profile_sensor_data)
-                     for t in CAMERAS]
+        self.pubs = [self.node.create_publisher(Image, c.topic, qos_profile_sensor_data)
+                     for c in CONTRACT.cameras]
         self.chunks: list[tuple[float, ActionChunk]] = []
         self.targets: list[tuple[float, np.ndarray]] = []
         self._left: dict[tuple[int, int], np.ndarray] = {}
-        self.node.create_subscription(ActionChunk, "/clap/action_chunk",
+        self.node.create_subscription(ActionChunk, CONTRACT.node_outputs().action_chunk,
                                       lambda m: self.chunks.append((time.time(), m)), qos)
-        self.node.create_subscription(PoseStamped, "/astribot/left_arm/target_pose",
-                                      self._on_left, qos)
-        self.node.create_subscription(PoseStamped, "/astribot/right_arm/target_pose",
-                                      self._on_right, qos)
+        left, right = CONTRACT.action.arms  # the bench's jumps are over both arms' positions
+        self.node.create_subscription(PoseStamped, left.pose.topic, self._on_left, qos)
+        self.node.create_subscription(PoseStamped, right.pose.topic, self._on_right, qos)
         self.executor = MultiThreadedExecutor(num_threads=2)
         self.executor.add_node(self.node)
         threading.Thread(target=self.executor.spin, daemon=True).start()
@@ -157,14 +153,6 @@ class Rig:
         rclpy.try_shutdown()
 
 
-def stop(proc: subprocess.Popen):
-    proc.send_signal(2)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 def wait_first_chunk(rig: Rig, proc: subprocess.Popen, log: pathlib.Path, timeout=180.0):
     deadline = time.time() + timeout
     while not rig.chunks:
@@ -186,7 +174,7 @@ def measure_overhead(rig: Rig, tmp: pathlib.Path, model: pathlib.Path, seconds: 
         time.sleep(seconds)
         chunks = list(rig.chunks)
     finally:
-        stop(proc)
+        stop_process(proc)
 
     def seconds(d):
         return d.sec + d.nanosec * 1e-9
@@ -268,7 +256,7 @@ def measure_jumps(rig, tmp, model, executor: str, seconds: float) -> dict:
         time.sleep(seconds)
         chunks, targets = list(rig.chunks), list(rig.targets)
     finally:
-        stop(proc)
+        stop_process(proc)
     out = boundary_jumps(chunks, targets)
     out["chunks"] = len(chunks)
     out["model_ms_median"] = 1e3 * float(np.median(

@@ -3,9 +3,10 @@
     ros2 launch launch/record.launch.py [contract:=config/contract/astribot.yaml] \
         [out:=recordings/episode_0001] [storage:=mcap]
 
-The topic list is read from the same contract file that `clap convert` and the policy node read,
-so a recording always carries what the converter needs. One recording = one episode. Needs a ROS 2
-install with launch and rosbag2 (the apt packages; not available from the PyPI wheels).
+The topic list is the contract's (``Contract.all_topics``, clap_train's loader), the same file
+that `clap convert` and the policy node read, so a recording always carries what the converter
+needs. One recording = one episode. Needs a ROS 2 install with launch and rosbag2 (the apt
+packages; not available from the PyPI wheels) and clap_train (the sourced workspace).
 """
 
 from __future__ import annotations
@@ -13,27 +14,13 @@ from __future__ import annotations
 import datetime
 import pathlib
 
-import yaml
-
-DEFAULT_CONTRACT = pathlib.Path(__file__).resolve().parent.parent / "config" / "contract" / "astribot.yaml"
+from clap_train.data.contract import load_contract
 
 
-def contract_topics(path: str | pathlib.Path) -> list[str]:
-    """Every topic named in a contract file (cameras, per-arm state and commands, instruction, subtask)."""
-    data = yaml.safe_load(pathlib.Path(path).read_text())
-    topics = [c["topic"] for c in data["cameras"]]
-    for group in ("state", "action"):
-        for arm in data[group]["arms"]:
-            topics += [arm["pose"]["topic"], arm["gripper"]["topic"]]
-    topics.append(data["instruction"]["topic"])
-    if data.get("subtask"):
-        topics.append(data["subtask"]["topic"])
-    return topics
-
-
-def record_command(contract: str | pathlib.Path, out: str, storage: str = "mcap") -> list[str]:
-    """The `ros2 bag record` command line for a contract."""
-    return ["ros2", "bag", "record", "--storage", storage, "--output", out, *contract_topics(contract)]
+def record_command(contract: str | pathlib.Path | None, out: str, storage: str = "mcap") -> list[str]:
+    """The `ros2 bag record` command line for a contract file (None or "": the default contract)."""
+    topics = [t.topic for t in load_contract(contract or None).all_topics()]
+    return ["ros2", "bag", "record", "--storage", storage, "--output", out, *topics]
 
 
 def _record(context, *args, **kwargs):
@@ -56,7 +43,9 @@ def generate_launch_description():
 
     return LaunchDescription(
         [
-            DeclareLaunchArgument("contract", default_value=str(DEFAULT_CONTRACT), description="topic contract YAML"),
+            DeclareLaunchArgument(
+                "contract", default_value="", description="topic contract YAML (default: the astribot contract)"
+            ),
             DeclareLaunchArgument(
                 "out", default_value="", description="bag folder (default: recordings/episode_<time>)"
             ),

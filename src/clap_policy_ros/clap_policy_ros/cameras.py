@@ -6,7 +6,8 @@ own (``<name>_cameras``, beside the policy node in the ROS graph) and read by ``
 thread as they arrive, without an executor's walk over the policy node's entities or a hop to
 its thread pool. Each image is converted once (encoding -> HxWx3 uint8, clap_train.data.images,
 the bag converter's code) and offered to the synchronizer; when that completes a newer camera
-set, ``on_new_set`` wakes the inference worker.
+set, ``on_new_set`` wakes the inference worker. Topics, message types and each camera's
+``max_age_s`` come from the topic contract (remap a topic to move it).
 """
 
 from __future__ import annotations
@@ -17,34 +18,39 @@ from typing import Callable
 import rclpy
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
 
 from .camera_reader import CameraReader
 from .conversions import ImageEncodingError, image_msg_to_rgb, stamp_seconds
 from .synchronizer import FreshestSetSynchronizer
 
 
-def stale_cameras(ages: dict[str, float], max_age: float, topics: dict[str, str],
+def message_class(type_name: str):
+    """Return the message class of a contract camera type (Image or CompressedImage)."""
+    return CompressedImage if type_name.endswith("/CompressedImage") else Image
+
+
+def stale_cameras(ages: dict[str, float], max_age: dict[str, float], topics: dict[str, str],
                   problems: dict[str, str]) -> str:
-    """Name the cameras older than ``max_age`` (age -1: none yet) and why; "" when all fresh."""
-    bad = [f"{t} ({'none' if a < 0 else f'{a * 1000:.0f} ms'}"
-           + (f"; {problems[t]})" if t in problems else ")")
-           for t, a in ((topics[k], a) for k, a in ages.items())
-           if a < 0 or a > max_age]
+    """Name the cameras older than their ``max_age`` (age -1: none yet) and why; "" if none."""
+    bad = [f"{topics[k]} ({'none' if a < 0 else f'{a * 1000:.0f} ms'}"
+           + (f"; {problems[topics[k]]})" if topics[k] in problems else ")")
+           for k, a in ages.items() if a < 0 or a > max_age[k]]
     return ", ".join(bad)
 
 
 class CameraIntake:
     """
-    Subscribe the cameras ``topics`` (name -> topic, contract order) with ``msg_cls``.
+    Subscribe the contract's ``cameras`` (name, topic and message type of each, in order).
 
     ``on_bad_image(topic, error)``: an image that cannot be converted (it is skipped);
     ``on_new_set()``: the synchronizer has a newer complete set.
     """
 
-    def __init__(self, parent, topics: dict[str, str], msg_cls, sync: FreshestSetSynchronizer,
+    def __init__(self, parent, cameras, sync: FreshestSetSynchronizer,
                  now: Callable[[], float], on_new_set: Callable[[], None],
                  on_bad_image: Callable[[str, Exception], None]):
-        self.topics = dict(topics)
+        self.topics = {c.name: c.topic for c in cameras}
         self._sync = sync
         self._now = now
         self._on_new_set = on_new_set
@@ -55,8 +61,8 @@ class CameraIntake:
             parameter_overrides=[Parameter("start_type_description_service", value=False)])
         self._reader = CameraReader(
             self._node,
-            [(msg_cls, topic, lambda m, n=name, t=topic: self._on_image(n, t, m))
-             for name, topic in self.topics.items()],
+            [(message_class(c.type), c.topic,
+              lambda m, n=c.name, t=c.topic: self._on_image(n, t, m)) for c in cameras],
             qos_profile_sensor_data,
             on_error=lambda exc: parent.get_logger().error(f"camera intake stopped: {exc}"))
 

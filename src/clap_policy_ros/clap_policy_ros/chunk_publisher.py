@@ -4,7 +4,8 @@ What the node publishes per accepted chunk: the ActionChunk, its RViz views and 
 The ActionChunk is stamped with the observation's (camera) stamp and carries the model's
 ``inference_latency`` and the node's ``pipeline_latency`` (observation stamp -> publication);
 their difference is the node's own overhead. Then the markers and a Path per arm
-(visualization.py), and a Subtask when the policy's subtask changed.
+(visualization.py), and a Subtask when the policy's subtask changed (when the contract names a
+subtask topic). The topics are the contract's (``outputs:`` and ``subtask``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 from clap_msgs.msg import ActionChunk, Subtask
+from clap_train.data.contract import OutputSpec
 from clap_train.interface import ActionLayout, Prediction
 from nav_msgs.msg import Path
 from std_msgs.msg import Header
@@ -21,32 +23,26 @@ from visualization_msgs.msg import MarkerArray
 from .conversions import stamp_seconds, to_duration
 from .visualization import chunk_markers, chunk_paths
 
-CHUNK_TOPIC = "/clap/action_chunk"
-MARKER_TOPIC = "/clap/markers"
-DEFAULT_SUBTASK_TOPIC = "/clap/subtask"
-
-
-def path_topic(arm: str) -> str:
-    """Return the topic of an arm's predicted path."""
-    return f"/clap/{arm}_arm/path"
-
 
 class ChunkPublisher:
     """
     Builds and publishes the messages of one chunk.
 
     ``create_publisher(msg class, topic)`` makes the publishers; ``layout``: the chunk's arms
-    (one Path each); ``now()``: the node's clock (s).
+    (one Path each); ``outputs``: the contract's output topics; ``subtask_topic``: None = no
+    Subtask messages; ``now()``: the node's clock (s).
     """
 
-    def __init__(self, create_publisher: Callable, layout: ActionLayout, subtask_topic: str,
-                 frame_id: str, dt: float, action_names, gripper_range: tuple[float, float],
-                 now: Callable[[], float]):
+    def __init__(self, create_publisher: Callable, layout: ActionLayout, outputs: OutputSpec,
+                 subtask_topic: str | None, frame_id: str, dt: float, action_names,
+                 gripper_range: tuple[float, float], now: Callable[[], float]):
         self._layout = layout
-        self._paths = {arm: create_publisher(Path, path_topic(arm)) for arm in layout.arms}
-        self._chunk = create_publisher(ActionChunk, CHUNK_TOPIC)
-        self._markers = create_publisher(MarkerArray, MARKER_TOPIC)
-        self._subtask = create_publisher(Subtask, subtask_topic)
+        self._paths = {arm: create_publisher(Path, outputs.path_topic(arm))
+                       for arm in layout.arms}
+        self._chunk = create_publisher(ActionChunk, outputs.action_chunk)
+        self._markers = create_publisher(MarkerArray, outputs.markers)
+        self._subtask = (create_publisher(Subtask, subtask_topic)
+                         if subtask_topic is not None else None)
         self._frame_id = frame_id
         self._dt = dt
         self._action_names = list(action_names)
@@ -75,7 +71,7 @@ class ChunkPublisher:
                                             layout=self._layout))
         for arm, path in chunk_paths(actions, header, self._layout).items():
             self._paths[arm].publish(path)
-        if subtask is not None:
+        if subtask is not None and self._subtask is not None:
             instruction, text, index = subtask
             self._subtask.publish(Subtask(header=header, instruction=instruction, subtask=text,
                                           index=index))

@@ -3,8 +3,8 @@ The CLAP policy node: synchronized cameras in, safe 30 Hz end-effector commands 
 
 A LifecycleNode ``clap_policy``; this module only wires the pieces together:
 
-- configure: reads the parameters (``NodeParams``, parameters.py) and the topic contract, loads
-  the policy (``ClapPolicy.load``), creates publishers, subscriptions and timers.
+- configure: reads the parameters (``NodeParams``, parameters.py), loads the policy
+  (``ClapPolicy.load``), creates publishers, subscriptions and timers.
 - activate: starts the inference worker thread and the control output.
 - deactivate: stops inference first (joins the worker), then publishes a hold command (the last
   commanded pose) as the last message on the command topics.
@@ -18,7 +18,9 @@ own callback group: the plan's action for this tick through the safety filter, n
 for the model) -> commands.py (PoseStamped + gripper publishers). Shared state and its lock:
 run_state.py. Services and the action: episodes.py. PolicyStatus: status.py. Safety: stale
 cameras -> hold within max_age + one tick; NaN/inf chunks rejected; workspace/speed/gripper
-limits (safety.py).
+limits (safety.py). Every topic the node subscribes or publishes, the camera message types,
+each camera's max_age and the frame come from the topic contract (``contract_file``; its
+``outputs:`` section names the /clap/* topics); a topic is moved by remapping it.
 """
 
 from __future__ import annotations
@@ -40,19 +42,18 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64, String
 
-from .cameras import CameraIntake
+from .cameras import CameraIntake, message_class
 from .chunk_executor import ChunkExecutor, DelayEstimator
-from .chunk_publisher import DEFAULT_SUBTASK_TOPIC, ChunkPublisher
+from .chunk_publisher import ChunkPublisher
 from .commands import CommandPublisher
 from .control_loop import ControlLoop
 from .episode_log import EpisodeLog
 from .episodes import Episodes
 from .executors import MultiThreadedExecutor
 from .inference_worker import InferenceWorker, load_policy
-from .parameters import NodeParams, declare_parameters, live_change_problem
+from .parameters import NodeParams, declare_parameters, live_change_problem, load_node_contract
 from .robot_state import RobotState
 from .run_state import RunState
 from .safety import SafetyFilter
@@ -60,7 +61,6 @@ from .status import InputCheck, StatusReporter, ThrottledLog
 from .synchronizer import FreshestSetSynchronizer
 
 NODE_NAME = "clap_policy"
-STATUS_TOPIC = "/clap/status"
 # One thread per callback group that can be busy at once (default group: lifecycle and
 # parameter services; services; state and instruction inputs; control; status; and the
 # action's reentrant group, one running goal plus goal/cancel requests), plus one, so that the
@@ -74,9 +74,10 @@ class PolicyNode(LifecycleNode):
 
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
-        self._contract = declare_parameters(self)
+        declare_parameters(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         value = self._value
+        self._contract = load_node_contract(value("contract_file"))
         self._state = RunState(instruction=value("instruction"), seed=int(value("seed")),
                                mode=value("mode"))
         self._robot = RobotState(enabled=bool(value("use_state")),
@@ -123,8 +124,6 @@ class PolicyNode(LifecycleNode):
                 self._state.mode = p.value
             elif sync is not None and p.name == "sync_slop":
                 sync.slop = float(p.value)
-            elif sync is not None and p.name == "max_age":
-                sync.max_age = float(p.value)
         return SetParametersResult(successful=True)
 
     # ---------------------------------------------------------------- lifecycle
@@ -143,35 +142,34 @@ class PolicyNode(LifecycleNode):
     def _configure(self) -> None:
         contract, st = self._contract, self._state
         p = NodeParams.read(self._value)
-        p.check_cameras(contract)
-        camera_topics = dict(zip((c.name for c in contract.cameras), p.camera_topics))
+        outputs, frame_id = contract.node_outputs(), contract.frame_id
+        camera_topics = {c.name: c.topic for c in contract.cameras}
         self.policy = load_policy(p.policy_class, p.model_dir, p.device, self.get_logger())
         layout = contract.action.layout
         st.executor = ChunkExecutor(p.executor_config(self.policy.chunk_len,
                                                       self.policy.action_dim, layout))
         st.delay = DelayEstimator(warmup=p.warmup_chunks)
         self._control = ControlLoop(st, SafetyFilter(p.safety_limits(), layout))
-        self._sync = FreshestSetSynchronizer(list(camera_topics), slop=p.sync_slop,
-                                             max_age=p.max_age)
+        self._sync = FreshestSetSynchronizer(
+            list(camera_topics), slop=p.sync_slop,
+            max_age={c.name: c.max_age_s for c in contract.cameras})
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         publisher = functools.partial(self._publisher, qos=reliable)
-        self._commands = CommandPublisher(publisher, contract.action.arms, p.frame_id,
+        self._commands = CommandPublisher(publisher, contract.action.arms, frame_id,
                                           self.get_clock())
         self._chunks = ChunkPublisher(
-            publisher, layout,
-            contract.subtask.topic if contract.subtask else DEFAULT_SUBTASK_TOPIC, p.frame_id,
-            p.dt, self.policy.action_names, (p.gripper_min, p.gripper_max), self._now)
+            publisher, layout, outputs, contract.subtask.topic if contract.subtask else None,
+            frame_id, p.dt, self.policy.action_names, (p.gripper_min, p.gripper_max), self._now)
         self._inputs = InputCheck(self, self._log.warn)
         self._status = StatusReporter(
-            publisher(PolicyStatus, STATUS_TOPIC), st, self._sync, camera_topics, self._inputs,
-            p.frame_id, self.get_clock(), p.status_rate_hz,
+            publisher(PolicyStatus, outputs.status), st, self._sync, camera_topics, self._inputs,
+            frame_id, self.get_clock(), p.status_rate_hz,
             lifecycle=lambda: (self._lifecycle_label, self._active))
         self._worker = InferenceWorker(self.policy, st, self._sync, self._now, self._robot.vector,
                                        on_chunk=self._on_chunk, warn=self._log.warn)
-        camera_cls = Image if p.camera_message_type.endswith("/Image") else CompressedImage
-        for topic in camera_topics.values():
-            self._inputs.add(topic, camera_cls, reliable=False)
-        self._cameras = CameraIntake(self, camera_topics, camera_cls, self._sync, self._now,
+        for camera in contract.cameras:
+            self._inputs.add(camera.topic, message_class(camera.type), reliable=False)
+        self._cameras = CameraIntake(self, contract.cameras, self._sync, self._now,
                                      on_new_set=self._worker.notify_new_set,
                                      on_bad_image=self._on_bad_image)
         inputs = MutuallyExclusiveCallbackGroup()  # state and instruction

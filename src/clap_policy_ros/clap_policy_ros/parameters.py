@@ -3,9 +3,11 @@ The policy node's parameters: declared with descriptors, read at configure as ``
 
 Read-only parameters (unsafe to change live) are fixed for the node's life, so the snapshot taken
 at configure is what the node runs with. The live ones (``LIVE_CHECKS``) are checked when set;
-the node forwards ``mode``, ``seed``, ``sync_slop`` and ``max_age`` to the objects that use them
+the node forwards ``mode``, ``seed`` and ``sync_slop`` to the objects that use them
 (``ensemble_m`` takes effect at the next configure, ``instruction`` is the initial one only).
-Defaults that come from the topic contract (``None`` below) are filled in from it.
+What the topic contract says (topics, message types, each camera's ``max_age_s``, ``frame_id``)
+is no parameter: the node reads it from the contract that ``contract_file`` names (see
+``load_node_contract``); a topic is moved by remapping it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from clap_train.data.contract import load_contract
+from clap_train.data.contract import Contract, load_contract
 from clap_train.interface import DEFAULT_LAYOUT, ActionLayout
 from rcl_interfaces.msg import ParameterDescriptor
 
@@ -21,9 +23,8 @@ from .chunk_executor import EXECUTOR_MODES, ExecutorConfig
 from .safety import SafetyLimits
 
 _CASTS = {"float": float, "int": int, "bool": bool, "str": str}
-CAMERA_MESSAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
-# name -> (default, read_only, description). Defaults that come from the contract are None.
+# name -> (default, read_only, description)
 PARAMETERS: dict[str, tuple[object, bool, str]] = {
     "contract_file": ("", True, "topic contract YAML; empty = the default astribot contract"),
     "model_dir": ("", True, "policy checkpoint directory (ClapPolicy.load)"),
@@ -36,12 +37,7 @@ PARAMETERS: dict[str, tuple[object, bool, str]] = {
     "ensemble_m": (0.01, False, "temporal ensembling weight decay m in exp(-m*i)"),
     "warmup_chunks": (1, True, "first chunks whose delay is not counted (cold start)"),
     "sync_slop": (0.02, False, "max spread of the stamps of one camera set (s)"),
-    "max_age": (0.1, False, "a camera older than this (s) stops new targets and holds"),
-    "camera_topics": (None, True, "camera topics, in contract camera order"),
-    "camera_message_type": (None, True,
-                            "sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage"),
     "use_state": (True, True, "feed per-arm state (ee pose + gripper) to the policy"),
-    "frame_id": (None, True, "frame of the published poses"),
     "left_workspace_min": ([-1.0, -1.0, 0.0], True, "left arm target box min xyz (m)"),
     "left_workspace_max": ([1.0, 1.0, 2.0], True, "left arm target box max xyz (m)"),
     "right_workspace_min": ([-1.0, -1.0, 0.0], True, "right arm target box min xyz (m)"),
@@ -59,32 +55,31 @@ PARAMETERS: dict[str, tuple[object, bool, str]] = {
 LIVE_CHECKS = {
     "mode": lambda v: v in ("rf", "ntp"),
     "sync_slop": lambda v: v >= 0,
-    "max_age": lambda v: v > 0,
     "ensemble_m": lambda v: v >= 0,
 }
 
 
-def declare_parameters(node):
-    """Declare every parameter on ``node``; return the topic contract the defaults came from."""
-    contract = None
+def declare_parameters(node) -> None:
+    """Declare every parameter on ``node``."""
     for name, (default, read_only, text) in PARAMETERS.items():
-        if default is None:  # contract_file is declared first, so it is known here
-            if contract is None:
-                contract = load_contract(node.get_parameter("contract_file").value or None)
-            default = _contract_default(contract, name)
         node.declare_parameter(name, default, ParameterDescriptor(
             description=text, read_only=read_only))
+
+
+def load_node_contract(path: str) -> Contract:
+    """
+    Load the topic contract the node runs with (``path`` "" = the default astribot contract).
+
+    Raise ValueError when it lacks what the node needs: an ``outputs:`` section and a
+    ``max_age_s`` for every camera (a camera that is never stale would never stop the robot).
+    """
+    contract = load_contract(path or None)
+    contract.node_outputs()
+    never = [c.name for c in contract.cameras if c.max_age_s is None]
+    if never:
+        raise ValueError(f"contract {contract.source}: cameras {never} have no max_age_s; the "
+                         "policy node holds the robot on a camera older than it")
     return contract
-
-
-def _contract_default(contract, name: str):
-    if name == "camera_topics":
-        return [c.topic for c in contract.cameras]
-    if name == "camera_message_type":
-        return contract.cameras[0].type
-    if name == "frame_id":
-        return contract.frame_id
-    raise KeyError(name)
 
 
 def live_change_problem(params) -> str | None:
@@ -111,11 +106,7 @@ class NodeParams:
     ensemble_m: float
     warmup_chunks: int
     sync_slop: float
-    max_age: float
-    camera_topics: tuple[str, ...]
-    camera_message_type: str
     use_state: bool
-    frame_id: str
     left_workspace_min: tuple[float, ...]
     left_workspace_max: tuple[float, ...]
     right_workspace_min: tuple[float, ...]
@@ -144,15 +135,6 @@ class NodeParams:
     def dt(self) -> float:
         """Return the control period (s)."""
         return 1.0 / self.control_rate_hz
-
-    def check_cameras(self, contract) -> None:
-        """Raise ValueError when the camera parameters do not fit the contract."""
-        if len(self.camera_topics) != len(contract.cameras):
-            raise ValueError(f"camera_topics has {len(self.camera_topics)} topics, the contract "
-                             f"{contract.source} has {len(contract.cameras)} cameras")
-        if self.camera_message_type not in CAMERA_MESSAGE_TYPES:
-            raise ValueError(f"camera_message_type {self.camera_message_type!r} is not Image "
-                             "or CompressedImage")
 
     def executor_config(self, chunk_len: int, action_dim: int,
                         layout: ActionLayout = DEFAULT_LAYOUT) -> ExecutorConfig:

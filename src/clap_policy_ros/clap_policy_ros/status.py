@@ -121,7 +121,7 @@ class StatusReporter:
             policy_state=policy_state(st.last_error, active, st.instruction, st.holding_reason),
             instruction=st.instruction, subtask=st.subtask, mode=st.mode,
             cameras=[CameraStatus(name=k, topic=self._camera_topics[k], age=float(a),
-                                  fresh=bool(0 <= a <= sync.max_age))
+                                  fresh=bool(0 <= a <= sync.max_age[k]))
                      for k, a in ages.items()],
             last_latency=lat[-1] if lat else 0.0,
             p95_latency=float(np.percentile(lat, 95)) if lat else 0.0,

@@ -7,10 +7,11 @@ without ROS. Stamps are floats in seconds (header stamps of the images).
 
 ``FreshestSetSynchronizer.latest()`` returns, among all combinations of one buffered message
 per key whose stamps lie within ``slop`` of each other, the one whose newest stamp is the
-largest (ties broken by the largest oldest stamp), or ``None``. Sets older than ``max_age``
-(``now`` minus the oldest stamp of the set) are never returned. ``offer()`` buffers a message
-and tells whether a newer complete set exists since the last offer (what wakes the node's
-inference worker); ``take_new()`` hands each set out once.
+largest (ties broken by the largest oldest stamp), or ``None``. A set in which a message is
+older than its key's ``max_age`` (``now`` minus its stamp; one value for every key, or one per
+key, e.g. each camera's ``max_age_s`` of the contract) is never returned. ``offer()`` buffers a
+message and tells whether a newer complete set exists since the last offer (what wakes the
+node's inference worker); ``take_new()`` hands each set out once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,20 +55,25 @@ class SyncedSet:
 class FreshestSetSynchronizer:
     """Keeps the last ``depth`` messages per key and yields the freshest complete set."""
 
-    def __init__(self, keys: Sequence[str], slop: float, max_age: float, depth: int = 8):
+    def __init__(self, keys: Sequence[str], slop: float, max_age: float | Mapping[str, float],
+                 depth: int = 8):
         if not keys:
             raise ValueError("synchronizer needs at least one key")
         if len(set(keys)) != len(keys):
             raise ValueError(f"duplicate synchronizer keys: {list(keys)}")
         if slop < 0:
             raise ValueError(f"slop must be >= 0, got {slop}")
-        if max_age <= 0:
-            raise ValueError(f"max_age must be > 0, got {max_age}")
+        ages = (dict(max_age) if isinstance(max_age, Mapping)
+                else dict.fromkeys(keys, max_age))
+        if set(ages) != set(keys):
+            raise ValueError(f"max_age keys {sorted(ages)} are not the keys {sorted(keys)}")
+        if any(not a > 0 for a in ages.values()):
+            raise ValueError(f"max_age must be > 0, got {ages}")
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.keys = tuple(keys)
         self.slop = float(slop)
-        self.max_age = float(max_age)
+        self.max_age = {k: float(ages[k]) for k in self.keys}  # key -> s
         self._buffers = {k: collections.deque(maxlen=depth) for k in self.keys}
         self._last_taken: tuple[float, ...] | None = None
         self._last_offered: tuple[float, ...] | None = None
@@ -108,7 +114,7 @@ class FreshestSetSynchronizer:
             return buf[-1].stamp if buf else None
 
     def latest(self, now: float) -> SyncedSet | None:
-        """Return the freshest complete set within the slop that is not older than max_age."""
+        """Return the freshest complete set within the slop in which no message is too old."""
         with self._lock:
             if any(not buf for buf in self._buffers.values()):
                 return None
@@ -127,7 +133,7 @@ class FreshestSetSynchronizer:
                     chosen[key] = match
                 else:
                     synced = SyncedSet(chosen)
-                    if now - synced.oldest > self.max_age:
+                    if any(now - item.stamp > self.max_age[k] for k, item in chosen.items()):
                         return None
                     return synced
             return None

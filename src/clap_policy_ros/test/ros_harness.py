@@ -1,15 +1,17 @@
 """Test harness: the policy node in its own process, a checking node in the test process.
 
 Real rclpy and real DDS on the test's ROS_DOMAIN_ID (conftest.py gives each pytest process its
-own). ``start_policy_node`` writes a params file (config/astribot.yaml with overrides) and runs
-the installed ``policy_node`` executable; ``Checker`` publishes cameras from a thread at 30 Hz,
-records what the node publishes, and drives lifecycle transitions through
-/clap_policy/change_state.
+own). ``start_policy_node`` runs the installed ``policy_node`` executable with
+config/astribot.yaml and the test's overrides (clap_policy_ros.client); ``write_contract`` writes
+a changed copy of the topic contract for it. ``Checker`` publishes cameras from a thread at
+30 Hz, records what the node publishes, and drives lifecycle transitions. Topics come from the
+contract (``CONTRACT``).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import pathlib
 import subprocess
@@ -19,12 +21,11 @@ import time
 
 import numpy as np
 import rclpy
-import yaml
 from clap_msgs.msg import ActionChunk, PolicyStatus, Subtask
-from clap_train.cli import find_ros_executable
+from clap_train.data.contract import load_contract
 from geometry_msgs.msg import PoseStamped
-from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState, GetState
+from clap_policy_ros import client
+from clap_policy_ros.client import LifecycleClient, stop_process  # noqa: F401 - for the tests
 from clap_policy_ros.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -33,20 +34,19 @@ from std_msgs.msg import Float64
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 TEST_DIR = pathlib.Path(__file__).resolve().parent
-CAMERAS = {"head": "/astribot/camera/head/image_raw",
-           "left_wrist": "/astribot/camera/left_wrist/image_raw",
-           "right_wrist": "/astribot/camera/right_wrist/image_raw"}
-TRANSITIONS = {"configure": Transition.TRANSITION_CONFIGURE,
-               "activate": Transition.TRANSITION_ACTIVATE,
-               "deactivate": Transition.TRANSITION_DEACTIVATE,
-               "cleanup": Transition.TRANSITION_CLEANUP}
+CONTRACT = load_contract()
+OUTPUTS = CONTRACT.node_outputs()
+CAMERAS = {c.name: c.topic for c in CONTRACT.cameras}
+LEFT_TARGET = CONTRACT.action.arms[0].pose.topic
 
 
-def policy_node_executable() -> str:
-    found = find_ros_executable("clap_policy_ros", "policy_node")
-    if not found:
-        raise RuntimeError("policy_node is not installed: colcon build clap_policy_ros")
-    return found
+def write_contract(path: pathlib.Path, max_age_s: float | None = None, **changes) -> pathlib.Path:
+    """Write the default contract with every camera's ``max_age_s`` and ``changes`` replaced."""
+    contract = dataclasses.replace(CONTRACT, **changes)
+    if max_age_s is not None:
+        contract.cameras = [dataclasses.replace(c, max_age_s=max_age_s) for c in contract.cameras]
+    path.write_text(contract.to_yaml())
+    return path
 
 
 def write_fake_model(path: pathlib.Path, sleep: float = 0.02) -> pathlib.Path:
@@ -55,29 +55,14 @@ def write_fake_model(path: pathlib.Path, sleep: float = 0.02) -> pathlib.Path:
     return path
 
 
-def start_policy_node(tmp_path: pathlib.Path, **overrides) -> subprocess.Popen:
-    """Run policy_node with config/astribot.yaml + overrides; stdout/stderr go to a log file."""
-    params = yaml.safe_load((ROOT / "config" / "astribot.yaml").read_text())
-    node_params = params["clap_policy"]["ros__parameters"]
-    node_params.update({"episode_log": str(tmp_path / "episodes.jsonl")})
-    node_params.update(overrides)
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(params))
+def start_policy_node(tmp_path: pathlib.Path, ros_args=(), **overrides) -> subprocess.Popen:
+    """Run policy_node with config/astribot.yaml + overrides; its output goes to node.log."""
+    overrides.setdefault("episode_log", str(tmp_path / "episodes.jsonl"))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(TEST_DIR), env.get("PYTHONPATH", "")])
-    log = open(tmp_path / "node.log", "w")
-    return subprocess.Popen([policy_node_executable(), "--ros-args", "--params-file",
-                             str(params_file)], stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(2)  # SIGINT: rclpy shuts down cleanly
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    params = client.write_params(tmp_path / "params.yaml", overrides)
+    return client.start_policy_node([ROOT / "config" / "astribot.yaml", params],
+                                    tmp_path / "node.log", ros_args=ros_args, env=env)
 
 
 def image_msg(value: int, stamp, size: int = 32, encoding: str = "rgb8") -> Image:
@@ -102,16 +87,15 @@ class Checker(Node):
                          for k, t in CAMERAS.items()}
         self.received = collections.defaultdict(list)  # topic -> [(monotonic, msg)]
         self._rx_lock = threading.Lock()
-        for topic, cls in [("/clap/action_chunk", ActionChunk), ("/clap/status", PolicyStatus),
-                           ("/clap/subtask", Subtask),
-                           ("/astribot/left_arm/target_pose", PoseStamped),
-                           ("/astribot/right_arm/target_pose", PoseStamped),
-                           ("/astribot/left_gripper/command", Float64)]:
+        arms = CONTRACT.action.arms
+        for topic, cls in [(OUTPUTS.action_chunk, ActionChunk), (OUTPUTS.status, PolicyStatus),
+                           (CONTRACT.subtask.topic, Subtask),
+                           *((arm.pose.topic, PoseStamped) for arm in arms),
+                           (arms[0].gripper.topic, Float64)]:
             self.create_subscription(cls, topic, lambda m, t=topic: self._record(t, m), reliable)
         for topic, cls, callback in extra_subscriptions:  # before spinning: picked up for sure
             self.create_subscription(cls, topic, callback, reliable)
-        self.change_state_client = self.create_client(ChangeState, "/clap_policy/change_state")
-        self.get_state_client = self.create_client(GetState, "/clap_policy/get_state")
+        self.lifecycle = LifecycleClient(self)
         self.head_value = 100
         self.bad_topic = None
         self.publishing = False
@@ -141,29 +125,15 @@ class Checker(Node):
                     pub.publish(image_msg(value, stamp, encoding=enc))
             time.sleep(1 / 30)
 
-    def call(self, client, request, timeout=10.0):
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise TimeoutError(f"service {client.srv_name} not available")
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"service {client.srv_name} did not answer")
-            time.sleep(0.01)
-        return future.result()
+    def call(self, service_client, request, timeout=10.0):
+        return client.call(service_client, request, timeout)
 
     def transition(self, name: str) -> bool:
-        request = ChangeState.Request()
-        request.transition.id = TRANSITIONS[name]
-        return self.call(self.change_state_client, request, timeout=30.0).success
+        return self.lifecycle.transition(name)
 
     def state(self, timeout: float = 10.0) -> str:
         """Lifecycle state label; "" when the node does not answer in time (busy starting)."""
-        try:
-            return self.call(self.get_state_client, GetState.Request(),
-                             timeout).current_state.label
-        except TimeoutError:
-            return ""
+        return self.lifecycle.state(timeout)
 
     def wait_for(self, predicate, timeout=10.0, what="condition"):
         deadline = time.monotonic() + timeout

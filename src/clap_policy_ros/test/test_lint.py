@@ -1,4 +1,4 @@
-"""flake8 (max line 99) and pep257 over clap_policy_ros, through the ament linters' APIs."""
+"""flake8 (the workspace's .flake8) and pep257 over clap_policy_ros, through the ament linters' APIs."""
 
 import pathlib
 
@@ -12,7 +12,7 @@ LAUNCH = PKG.parents[1] / "launch" / "astribot.launch.py"
 
 @pytest.mark.linter
 def test_flake8():
-    rc, errors = main_with_errors(argv=["--config", str(PKG / "test" / "flake8.ini"),
+    rc, errors = main_with_errors(argv=["--config", str(PKG.parents[1] / ".flake8"),
                                         str(PKG / "clap_policy_ros"),
                                         str(PKG / "test"), str(LAUNCH), str(PKG / "setup.py")])
     assert rc == 0, "flake8 errors:\n" + "\n".join(errors)

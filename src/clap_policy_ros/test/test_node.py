@@ -18,12 +18,12 @@ from fake_policy import FakePolicy
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.action import ActionClient
-from ros_harness import (CAMERAS, make_checker, start_policy_node, stop_process,
-                         write_fake_model)
+from ros_harness import (CAMERAS, CONTRACT, LEFT_TARGET, OUTPUTS, make_checker,
+                         start_policy_node, stop_process, write_fake_model)
 
 pytestmark = pytest.mark.ros
 
-LEFT = "/astribot/left_arm/target_pose"
+LEFT = LEFT_TARGET
 
 
 def position(msg):
@@ -47,7 +47,7 @@ def held_poses(env, wall_time, count):
 
 def wait_status(env, predicate, since, what):
     """Wait for a PolicyStatus received after ``since`` (monotonic) that satisfies predicate."""
-    return env.wait_for(lambda: next((m for _, m in reversed(env.messages("/clap/status", since))
+    return env.wait_for(lambda: next((m for _, m in reversed(env.messages(OUTPUTS.status, since))
                                       if predicate(m)), None), what=what)
 
 
@@ -57,7 +57,7 @@ def env(tmp_path_factory):
     model = write_fake_model(tmp / "model")
     proc = start_policy_node(tmp, model_dir=str(model),
                              policy_class="fake_policy:FakePolicy", executor="open_loop",
-                             replan_every=8, max_age=0.1, seed=0,
+                             replan_every=8, seed=0,
                              left_workspace_max=[0.9, 0.8, 0.45])
     checker = make_checker()
     checker.set_instruction = checker.create_client(SetInstruction, "/clap_policy/set_instruction")
@@ -87,7 +87,7 @@ def test_configure_activate_and_chunk_values(env):
     t0 = time.monotonic()
     response = instruct(env, "pick the cube")
     assert response.success and response.previous_instruction == ""
-    _, chunk = env.wait_for(lambda: (env.messages("/clap/action_chunk", t0) or [None])[-1],
+    _, chunk = env.wait_for(lambda: (env.messages(OUTPUTS.action_chunk, t0) or [None])[-1],
                             what="an ActionChunk")
     data = np.asarray(chunk.data, dtype=np.float32).reshape(chunk.horizon, chunk.action_dim)
     # the chunk is FakePolicy's output for the head image (value 100) and seed 0 + sequence
@@ -99,7 +99,7 @@ def test_configure_activate_and_chunk_values(env):
     assert model >= 0.02 and pipeline > model, (pipeline, model)
     assert abs(chunk.step_period.nanosec - 1e9 / 30) < 1e3
     env.wait_for(lambda: any(m.subtask == "subtask of pick the cube"
-                             for _, m in env.messages("/clap/subtask", t0)), what="Subtask")
+                             for _, m in env.messages(CONTRACT.subtask.topic, t0)), what="Subtask")
     # targets at the control rate, clamped to the configured left workspace (z <= 0.45)
     poses = env.stamped_after(LEFT, stamp_of(chunk), 30)
     # The node's own stamps give its control period; arrival times at the checker would add the
@@ -140,7 +140,7 @@ def test_nan_chunk_is_rejected_and_pose_held(env):
     poses = held_poses(env, wall1, 15)
     assert np.ptp(poses, axis=0).max() == 0.0  # one pose, held
     # no chunk observed after the instruction went out (a chunk's stamp is its camera stamp)
-    assert not [m for _, m in env.messages("/clap/action_chunk") if stamp_of(m) > wall1]
+    assert not [m for _, m in env.messages(OUTPUTS.action_chunk) if stamp_of(m) > wall1]
 
 
 def test_bad_image_is_skipped_with_log_naming_topic(env):
@@ -160,7 +160,7 @@ def test_bad_image_is_skipped_with_log_naming_topic(env):
                 "a status holding on the stale head camera")
     env.bad_topic = None
     t1 = time.monotonic()
-    env.wait_for(lambda: env.messages("/clap/action_chunk", t1), what="chunks after recovery")
+    env.wait_for(lambda: env.messages(OUTPUTS.action_chunk, t1), what="chunks after recovery")
 
 
 def test_publisher_of_the_wrong_type_is_named(env):
@@ -186,7 +186,7 @@ def test_publisher_of_the_wrong_type_is_named(env):
 def test_stale_camera_holds_within_200ms(env):
     instruct(env, "pick the cube")
     t0 = time.monotonic()
-    _, chunk = env.wait_for(lambda: (env.messages("/clap/action_chunk", t0) or [None])[-1],
+    _, chunk = env.wait_for(lambda: (env.messages(OUTPUTS.action_chunk, t0) or [None])[-1],
                             what="chunks flowing")
     moving = held_poses(env, stamp_of(chunk), 8)
     assert np.ptp(moving, axis=0).max() > 0  # the arm was moving
@@ -199,7 +199,7 @@ def test_stale_camera_holds_within_200ms(env):
                 m_stop, "a status holding on stale cameras")
     env.publishing = True
     t1 = time.monotonic()
-    env.wait_for(lambda: env.messages("/clap/action_chunk", t1), what="chunks after recovery")
+    env.wait_for(lambda: env.messages(OUTPUTS.action_chunk, t1), what="chunks after recovery")
 
 
 def test_episode_services_and_log(env):
@@ -250,14 +250,14 @@ def test_execute_task_feedback_and_cancel_holds(env):
 def test_deactivate_stops_inference_then_holds_last(env):
     instruct(env, "pick the cube")
     t0 = time.monotonic()
-    env.wait_for(lambda: env.messages("/clap/action_chunk", t0), what="chunks")
+    env.wait_for(lambda: env.messages(OUTPUTS.action_chunk, t0), what="chunks")
     time.sleep(0.3)
     assert env.transition("deactivate")
     t_done, wall_done = time.monotonic(), time.time()
     time.sleep(0.6)
     poses = env.messages(LEFT)
     assert not poses_published_after(env, wall_done)  # the hold was the last one
-    assert not env.messages("/clap/action_chunk", t_done + 0.2)
+    assert not env.messages(OUTPUTS.action_chunk, t_done + 0.2)
     last, before = position(poses[-1][1]), position(poses[-2][1])
     np.testing.assert_array_equal(last, before)  # the hold repeats the last command
     assert env.state() == "inactive"
@@ -265,13 +265,13 @@ def test_deactivate_stops_inference_then_holds_last(env):
     assert env.state() == "unconfigured"
     assert env.transition("configure") and env.transition("activate")
     t1 = time.monotonic()
-    env.wait_for(lambda: env.messages("/clap/action_chunk", t1), what="chunks after re-activate")
+    env.wait_for(lambda: env.messages(OUTPUTS.action_chunk, t1), what="chunks after re-activate")
 
 
 def test_sigint_publishes_hold_last_and_exits_cleanly(env):
     instruct(env, "pick the cube")
     t0 = time.monotonic()
-    env.wait_for(lambda: env.messages("/clap/action_chunk", t0), what="chunks")
+    env.wait_for(lambda: env.messages(OUTPUTS.action_chunk, t0), what="chunks")
     time.sleep(0.3)
     env.proc.send_signal(2)
     assert env.proc.wait(timeout=20) == 0

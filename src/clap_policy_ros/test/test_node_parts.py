@@ -17,7 +17,8 @@ from std_msgs.msg import Float64, Header
 from clap_policy_ros.cameras import stale_cameras
 from clap_policy_ros.chunk_executor import ExecutorConfig
 from clap_policy_ros.commands import CommandPublisher, command_messages
-from clap_policy_ros.parameters import (PARAMETERS, NodeParams, live_change_problem)
+from clap_policy_ros.parameters import (PARAMETERS, NodeParams, live_change_problem,
+                                        load_node_contract)
 from clap_policy_ros.robot_state import RobotState
 from clap_policy_ros.run_state import RunState
 from clap_policy_ros.status import policy_state
@@ -25,10 +26,7 @@ from clap_policy_ros.synchronizer import FreshestSetSynchronizer
 
 
 def defaults(**overrides):
-    contract = load_contract()
     values = {name: default for name, (default, _, _) in PARAMETERS.items()}
-    values.update(camera_topics=[c.topic for c in contract.cameras],
-                  camera_message_type=contract.cameras[0].type, frame_id=contract.frame_id)
     values.update(overrides)
     return values
 
@@ -46,22 +44,26 @@ def test_node_params_cover_every_parameter_and_build_the_parts():
         p.mode = "ntp"
 
 
-def test_node_params_check_cameras_against_the_contract():
+def test_node_contract_needs_outputs_and_a_max_age_per_camera(tmp_path):
     contract = load_contract()
-    NodeParams.read(defaults().__getitem__).check_cameras(contract)
-    with pytest.raises(ValueError, match="camera_topics has 1 topics"):
-        NodeParams.read(defaults(camera_topics=["/a"]).__getitem__).check_cameras(contract)
-    with pytest.raises(ValueError, match="is not Image or CompressedImage"):
-        NodeParams.read(defaults(camera_message_type="x/msg/Y").__getitem__).check_cameras(
-            contract)
+    assert load_node_contract("").outputs == contract.outputs
+    bad = tmp_path / "no_outputs.yaml"
+    bad.write_text(dataclasses.replace(contract, outputs=None).to_yaml())
+    with pytest.raises(ValueError, match="no outputs: section"):
+        load_node_contract(str(bad))
+    ageless = dataclasses.replace(contract.cameras[1], max_age_s=None)
+    bad.write_text(dataclasses.replace(
+        contract, cameras=[contract.cameras[0], ageless, *contract.cameras[2:]]).to_yaml())
+    with pytest.raises(ValueError, match=r"\['left_wrist'\] have no max_age_s"):
+        load_node_contract(str(bad))
 
 
 def test_live_changes_are_checked():
     param = types.SimpleNamespace
     assert live_change_problem([param(name="mode", value="ntp")]) is None
     assert live_change_problem([param(name="mode", value="fast")]) == "mode='fast' is not allowed"
-    assert "max_age" in live_change_problem([param(name="seed", value=3),
-                                             param(name="max_age", value=0.0)])
+    assert "sync_slop" in live_change_problem([param(name="seed", value=3),
+                                               param(name="sync_slop", value=-0.1)])
 
 
 def test_command_messages_per_arm():
@@ -166,9 +168,10 @@ def test_offer_tells_when_a_newer_complete_set_exists():
 
 def test_stale_cameras_are_named_with_known_problems():
     topics = {"head": "/head", "wrist": "/wrist"}
-    assert stale_cameras({"head": 0.05, "wrist": 0.01}, 0.1, topics, {}) == ""
-    text = stale_cameras({"head": -1.0, "wrist": 0.25}, 0.1, topics, {"/head": "wrong type"})
-    assert text == "/head (none; wrong type), /wrist (250 ms)"
+    max_age = {"head": 0.1, "wrist": 0.3}
+    assert stale_cameras({"head": 0.05, "wrist": 0.25}, max_age, topics, {}) == ""
+    text = stale_cameras({"head": -1.0, "wrist": 0.35}, max_age, topics, {"/head": "wrong type"})
+    assert text == "/head (none; wrong type), /wrist (350 ms)"
 
 
 def test_policy_state():

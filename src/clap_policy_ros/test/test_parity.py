@@ -22,7 +22,7 @@ from clap_train.data.bagread import iter_images, read_bag
 from clap_train.data.contract import load_contract
 from clap_train.data.synthetic_bag import CameraSetup, write_bag
 from clap_train.policy import ClapPolicy, make_tiny_policy
-from ros_harness import make_checker, start_policy_node, stop_process
+from ros_harness import OUTPUTS, make_checker, start_policy_node, stop_process, write_contract
 
 pytestmark = pytest.mark.ros
 
@@ -37,10 +37,11 @@ def test_bag_replayed_through_node_matches_predict_on_converted_frames(tmp_path)
     assert conv.returncode == 0, conv.stderr
 
     chunks = []
-    checker = make_checker([("/clap/action_chunk", ActionChunk, chunks.append)])
+    checker = make_checker([(OUTPUTS.action_chunk, ActionChunk, chunks.append)])
+    slow = write_contract(tmp_path / "contract.yaml", max_age_s=0.2)  # replayed at half speed
     proc = start_policy_node(tmp_path, model_dir=str(model), executor="open_loop",
                              replan_every=6, use_state=False, use_sim_time=True, autostart=True,
-                             seed=11, max_age=0.2)
+                             seed=11, contract_file=str(slow))
     try:
         checker.wait_for(lambda: checker.state() == "active", timeout=120, what="node active")
         topics = [c.topic for c in contract.cameras] + [contract.instruction.topic]

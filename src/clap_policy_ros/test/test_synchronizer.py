@@ -42,6 +42,19 @@ def test_max_age_rejects_stale_sets_and_take_new_returns_once():
     assert ages == pytest.approx({k: 0.2 for k in KEYS})
 
 
+def test_max_age_per_key():
+    sync = FreshestSetSynchronizer(("a", "b"), slop=0.01, max_age={"a": 0.1, "b": 0.5})
+    sync.add("a", 1.0, "a")
+    sync.add("b", 1.0, "b")
+    assert sync.latest(now=1.09) is not None
+    assert sync.latest(now=1.2) is None  # "a" is older than its 0.1 s
+    sync.add("a", 1.15, "a2")
+    sync.add("b", 1.15, "b2")
+    assert sync.latest(now=1.2).items["a"].payload == "a2"
+    with pytest.raises(ValueError, match="are not the keys"):
+        FreshestSetSynchronizer(("a", "b"), slop=0.0, max_age={"a": 1.0})
+
+
 def test_out_of_order_messages_are_sorted_and_bad_keys_named():
     sync = FreshestSetSynchronizer(("a", "b"), slop=0.0, max_age=10.0, depth=3)
     sync.add("a", 2.0, "a2")

@@ -180,7 +180,8 @@ def record_episode(task_name: str, seed: int, out_dir: str | Path, *, storage: s
                     conn(topics.command[arm].pose, "geometry_msgs/msg/PoseStamped")
                     conn(topics.command[arm].gripper, "std_msgs/msg/Float64")
                 conn(topics.instruction, "std_msgs/msg/String")
-                conn(topics.subtask, SUBTASK_TYPE)
+                if topics.subtask is not None:
+                    conn(topics.subtask, SUBTASK_TYPE)
 
                 state = {"subtask": None, "index": -1}
                 bar = tqdm(total=n_steps, desc=f"{task_name} seed {seed}", unit="step",
@@ -192,7 +193,7 @@ def record_episode(task_name: str, seed: int, out_dir: str | Path, *, storage: s
                         bar.total = len(traj)
                         write(topics.instruction, "std_msgs/msg/String", msgs.string(spec_holder[0]), t)
                     label = traj.subtasks[k]
-                    if label != state["subtask"]:
+                    if label != state["subtask"] and topics.subtask is not None:
                         state["subtask"], state["index"] = label, state["index"] + 1
                         write(topics.subtask, SUBTASK_TYPE,
                               msgs.subtask(spec_holder[0], label, state["index"], t), t)

@@ -1,22 +1,18 @@
 """The robot contract's topic names and types as the simulation uses them.
 
-They come from ``clap_train.data.contract.load_contract()`` (config/contract/astribot.yaml), so
-the simulator, the recorder, the converter and the policy node share one source; if clap_train's
-contract module cannot be imported the Astribot defaults below are used (same names).
+They come from ``clap_train.data.contract.load_contract()`` (config/contract/astribot.yaml, or
+another contract file), so the simulator, the recorder, the converter and the policy node share
+one source. ``load_topics`` also checks that the contract fits the ALOHA scene.
 
 ROS-free.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_CAMERAS = {
-    "head": "/astribot/camera/head/image_raw",
-    "left_wrist": "/astribot/camera/left_wrist/image_raw",
-    "right_wrist": "/astribot/camera/right_wrist/image_raw",
-}
+from clap_train.data.contract import load_contract
 
 
 @dataclass(frozen=True)
@@ -29,18 +25,14 @@ class ArmTopics:
 class SimTopics:
     """Topic names: cameras (name -> topic), per-arm state and command topics, language."""
 
-    cameras: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CAMERAS))
-    camera_type: str = "sensor_msgs/msg/Image"  # or sensor_msgs/msg/CompressedImage (JPEG)
-    state: dict[str, ArmTopics] = field(default_factory=lambda: {
-        arm: ArmTopics(f"/astribot/{arm}_arm/ee_pose", f"/astribot/{arm}_gripper/position")
-        for arm in ("left", "right")})
-    command: dict[str, ArmTopics] = field(default_factory=lambda: {
-        arm: ArmTopics(f"/astribot/{arm}_arm/target_pose", f"/astribot/{arm}_gripper/command")
-        for arm in ("left", "right")})
-    instruction: str = "/clap/instruction"
-    subtask: str = "/clap/subtask"
-    frame_id: str = "base_link"
-    rate_hz: float = 30.0
+    cameras: dict[str, str]
+    camera_type: str  # sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage (JPEG)
+    state: dict[str, ArmTopics]
+    command: dict[str, ArmTopics]
+    instruction: str
+    subtask: str | None  # None: the contract records no subtask
+    frame_id: str
+    rate_hz: float
 
 
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
@@ -60,12 +52,6 @@ def jpeg_bytes(rgb, quality: int = JPEG_QUALITY) -> bytes:
 
 def load_topics(contract_path: str | Path | None = None) -> SimTopics:
     """The topics of a contract file (None: the default Astribot contract)."""
-    try:
-        from clap_train.data.contract import load_contract
-    except ImportError:
-        if contract_path is not None:
-            raise
-        return SimTopics()
     c = load_contract(contract_path)
     arms = {a.name for a in c.state.arms} | {a.name for a in c.action.arms}
     if arms != {"left", "right"}:
@@ -85,7 +71,7 @@ def load_topics(contract_path: str | Path | None = None) -> SimTopics:
         state={a.name: ArmTopics(a.pose.topic, a.gripper.topic) for a in c.state.arms},
         command={a.name: ArmTopics(a.pose.topic, a.gripper.topic) for a in c.action.arms},
         instruction=c.instruction.topic,
-        subtask=c.subtask.topic if c.subtask is not None else "/clap/subtask",
+        subtask=c.subtask.topic if c.subtask is not None else None,
         frame_id=c.frame_id,
         rate_hz=c.rate_hz,
     )

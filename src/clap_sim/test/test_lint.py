@@ -11,7 +11,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.mark.linter
 def test_flake8():
-    rc, errors = flake8_main(argv=["--config", str(PACKAGE / "test" / "flake8.ini"),
+    rc, errors = flake8_main(argv=["--config", str(PACKAGE.parents[1] / ".flake8"),
                                    str(PACKAGE / "clap_sim"), str(PACKAGE / "test"), str(PACKAGE / "setup.py")])
     assert rc == 0, f"{len(errors)} flake8 error(s):\n" + "\n".join(errors[:30])
 

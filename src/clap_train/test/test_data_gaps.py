@@ -17,7 +17,8 @@ import pytest
 
 from clap_train.cli import main as clap_main
 from clap_train.data.contract import load_contract
-from clap_train.data.convert import convert_bags, episode_id, part_id
+from clap_train.data.convert import convert_bags, episode_id
+from clap_train.data.gaps import part_id
 from clap_train.data.lerobot_format import stored_episodes
 from clap_train.data.synthetic_bag import T0, CameraSetup, image_pattern, write_bag
 from clap_train.data.video import decode_all

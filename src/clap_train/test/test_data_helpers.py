@@ -55,6 +55,26 @@ def test_contract_errors_name_the_file_and_key(tmp_path):
         load_contract(bad)
     with pytest.raises(ConfigError, match="not found.*missing.yaml"):
         load_contract(tmp_path / "missing.yaml")
+    bad.write_text(text.replace("status: /clap/status", "status: /clap/instruction"))
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*used twice.*/clap/instruction"):
+        load_contract(bad)
+    bad.write_text(text.replace("/clap/{arm}_arm/path", "/clap/path"))
+    with pytest.raises(ConfigError, match=r"outputs\.path.*\{arm\}"):
+        load_contract(bad)
+
+
+def test_contract_outputs_name_the_node_topics_and_stay_out_of_recordings():
+    c = load_contract()
+    assert c.node_outputs().path_topic("left") == "/clap/left_arm/path"
+    recorded = {t.topic for t in c.all_topics()}
+    assert not recorded & set(c.outputs.topics(["left", "right"]))
+    embedded = c.to_yaml().split("outputs:")[0]  # a dataset converted before the section existed
+    from clap_train.data.contract import contract_from_yaml_text
+
+    old = contract_from_yaml_text(embedded)
+    assert old.outputs is None and old.to_yaml() == embedded
+    with pytest.raises(ValueError, match="no outputs: section"):
+        old.node_outputs()
 
 
 def test_quat_euler_round_trip_and_ros_convention():
@@ -164,7 +184,7 @@ def test_record_launch_records_exactly_the_contract_topics(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     c = load_contract()
-    cmd = mod.record_command(mod.DEFAULT_CONTRACT, "out/ep1")
+    cmd = mod.record_command(None, "out/ep1")
     assert cmd[:7] == ["ros2", "bag", "record", "--storage", "mcap", "--output", "out/ep1"]
     assert sorted(cmd[7:]) == sorted(t.topic for t in c.all_topics())
     # a different contract file changes what is recorded

@@ -150,6 +150,36 @@ class GapSpec:
 
 
 @dataclasses.dataclass
+class OutputSpec:
+    """What the policy node publishes besides the robot's commands and the subtask (never recorded).
+
+    ``action_chunk`` (clap_msgs/ActionChunk), ``status`` (clap_msgs/PolicyStatus), ``markers``
+    (visualization_msgs/MarkerArray) and ``path``, one nav_msgs/Path per action arm: a pattern
+    in which ``{arm}`` stands for the arm's name. The message types are fixed by the node.
+    """
+
+    action_chunk: str
+    status: str
+    markers: str
+    path: str
+
+    def __post_init__(self) -> None:
+        for name, topic in dataclasses.asdict(self).items():
+            if not topic.startswith("/"):
+                raise ValueError(f"outputs.{name}: topic {topic!r} must be absolute (start with '/')")
+        if "{arm}" not in self.path:
+            raise ValueError(f"outputs.path: {self.path!r} must contain {{arm}} (one path per arm)")
+
+    def path_topic(self, arm: str) -> str:
+        """The topic of ``arm``'s predicted path."""
+        return self.path.replace("{arm}", arm)
+
+    def topics(self, arms: list[str]) -> list[str]:
+        """Every output topic, with one path per arm of ``arms``."""
+        return [self.action_chunk, self.status, self.markers, *(self.path_topic(a) for a in arms)]
+
+
+@dataclasses.dataclass
 class Contract:
     """The whole contract. Load with :func:`load_contract`."""
 
@@ -162,6 +192,7 @@ class Contract:
     subtask: TopicSpec | None = None
     frame_id: str = "base_link"
     gaps: GapSpec = dataclasses.field(default_factory=GapSpec)
+    outputs: OutputSpec | None = None  # the policy node needs it; a dataset's embedded copy may lack it
     source: str = ""  # the file it was loaded from (filled in by load_contract)
 
     def __post_init__(self) -> None:
@@ -179,6 +210,8 @@ class Contract:
         if self.state.dim != self.action.dim:
             raise ValueError(f"state ({self.state.dim}-D) and action ({self.action.dim}-D) must have one layout")
         topics = [t.topic for t in self.all_topics()]
+        if self.outputs is not None:
+            topics += self.outputs.topics([a.name for a in self.action.arms])
         dup = sorted({t for t in topics if topics.count(t) > 1})
         if dup:
             raise ValueError(f"topics used twice: {dup}")
@@ -206,6 +239,12 @@ class Contract:
                 return cam
         raise KeyError(f"contract {self.source or self.name}: no camera {name!r}; cameras: {self.camera_names}")
 
+    def node_outputs(self) -> OutputSpec:
+        """The policy node's output topics; an error names the file when the section is missing."""
+        if self.outputs is None:
+            raise ValueError(f"contract {self.source or self.name}: no outputs: section (the policy node's topics)")
+        return self.outputs
+
     def all_topics(self) -> list[TopicSpec]:
         """Every topic of the contract (what the recorder records)."""
         out: list[TopicSpec] = [*self.cameras, *self.state.topics(), *self.action.topics(), self.instruction]
@@ -219,6 +258,8 @@ class Contract:
 
         data = to_dict(self)
         data.pop("source", None)
+        if data["outputs"] is None:
+            data.pop("outputs")
         return yaml.safe_dump(data, sort_keys=False)
 
 

@@ -18,6 +18,9 @@ such bag: its gaps and its parts (episode id or dropped, frames, time range, rea
 no gap is one episode named ``<bag id>``, as before. Resume: every stored part's episode.json
 names all the parts of its bag; a bag counts as done only when all of them are stored.
 
+Modules: gaps.py (the gap policy: which parts of a bag become episodes), encode_camera.py (one
+camera to mp4), this one (per bag, resume, the dataset).
+
 Bad input (corrupt or truncated bags, missing topics, unknown encodings, stamps going backwards,
 empty bags) fails that episode only, with an error that names the bag, its file and the topic;
 the other episodes are converted, and nothing of the failed one is left behind.
@@ -32,7 +35,6 @@ import hashlib
 import json
 import os
 import pathlib
-import re
 import shutil
 import sys
 import time
@@ -40,10 +42,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from clap_train.data.align import AlignedEpisode, align_episode
-from clap_train.data.bagread import BagError, bag_files, fingerprint, iter_images, read_bag
+from clap_train.data.align import align_episode
+from clap_train.data.bagread import BagError, bag_files, fingerprint, read_bag
 from clap_train.data.contract import Contract
-from clap_train.data.images import resize_rgb
+from clap_train.data.encode_camera import EncodeOptions, encode_camera
+from clap_train.data.gaps import is_own, plan_parts, split_log
 from clap_train.data.lerobot_format import (
     ACTION_KEY,
     STATE_KEY,
@@ -53,19 +56,7 @@ from clap_train.data.lerobot_format import (
     stored_episodes,
     write_frames,
 )
-from clap_train.data.stats import image_stats
-from clap_train.data.video import DEFAULT_CRF, DEFAULT_GOP, Mp4Writer, VideoError
 from clap_train.io import atomic_dir
-
-STATS_SAMPLES = 48  # frames per camera and episode used for image statistics
-
-
-@dataclasses.dataclass(frozen=True)
-class EncodeOptions:
-    crf: int = DEFAULT_CRF
-    gop: int = DEFAULT_GOP
-    preset: str = "ultrafast"
-    camera_threads: bool = True  # encode the cameras of an episode in parallel threads
 
 
 @dataclasses.dataclass
@@ -114,170 +105,9 @@ def episode_id(bag: pathlib.Path) -> str:
     return f"{safe}-{digest}"
 
 
-def part_id(eid: str, part: int) -> str:
-    """The id of part ``part`` of a bag split at a gap (sorts after the bag's id, in part order)."""
-    return f"{eid}-part{part:03d}"
-
-
-def _is_own(name: str, eid: str) -> bool:
-    """Whether a store entry is the bag ``eid``'s episode or one of its parts."""
-    return re.fullmatch(re.escape(eid) + r"(-part\d{3,})?", name) is not None
-
-
 def contract_digest(contract: Contract) -> str:
-    return hashlib.sha1(contract.to_yaml().encode()).hexdigest()
-
-
-def _s(ns: int) -> float:
-    return round(ns / 1e9, 6)
-
-
-@dataclasses.dataclass
-class _Part:
-    index: int
-    episode: AlignedEpisode
-    episode_id: str | None  # None: dropped
-    reason: str
-
-
-def _plan_parts(
-    bag: pathlib.Path, contract: Contract, aligned: AlignedEpisode, files
-) -> tuple[list[_Part], dict | None]:
-    """Apply the contract's gap policy: the parts to store (and the bag's split record, if any gap)."""
-    eid = episode_id(bag)
-    if not aligned.gaps:
-        return [_Part(0, aligned, eid, "")], None
-    policy, min_frames = contract.gaps.policy, contract.gaps.min_part_frames
-    origin = aligned.origin_ns
-    topics = list(dict.fromkeys(t for g in aligned.gaps for t in g.topics))
-    if policy == "fail":
-        gap = aligned.gaps[0]
-        more = f" (and {len(aligned.gaps) - 1} more gaps)" if len(aligned.gaps) > 1 else ""
-        raise BagError(
-            bag,
-            f"drop-out: {gap.describe(origin)}{more}; the contract's gaps.policy is fail",
-            ", ".join(topics),
-            files,
-        )
-    parts = [aligned.part(k) for k in range(len(aligned.parts))]
-    lengths = [len(p.frame_times) for p in parts]
-    longest = int(np.argmax(lengths))
-    planned = []
-    for k, ep in enumerate(parts):
-        sides = ([f"after gap {k - 1}"] if k > 0 else []) + ([f"before gap {k}"] if k < len(parts) - 1 else [])
-        where = f"the part {' and '.join(sides)}"
-        if lengths[k] < min_frames:
-            reason = f"dropped: {where} has {lengths[k]} frames, fewer than gaps.min_part_frames {min_frames}"
-        elif policy == "drop" and k != longest:
-            reason = f"dropped: gaps.policy drop keeps only the longest part ({longest}, {lengths[longest]} frames)"
-        else:
-            planned.append(_Part(k, ep, part_id(eid, k), f"kept: {where} (gaps.policy {policy})"))
-            continue
-        planned.append(_Part(k, ep, None, reason))
-    if not any(p.episode_id for p in planned):
-        raise BagError(
-            bag,
-            f"drop-outs leave no part of at least gaps.min_part_frames {min_frames} frames "
-            f"(parts: {lengths}); first gap: {aligned.gaps[0].describe(origin)}",
-            ", ".join(topics),
-            files,
-        )
-    record = {
-        "bag": str(bag.resolve()),
-        "policy": policy,
-        "min_part_frames": min_frames,
-        "start_time_ns": origin,  # the recording's first frame; *_s times below are seconds after it
-        "gaps": [
-            {
-                "gap": k,
-                "start_s": _s(g.start_ns - origin),  # the last frame before it (end of part k)
-                "end_s": _s(g.end_ns - origin),  # the first frame after it (start of part k + 1)
-                "seconds": _s(g.end_ns - g.start_ns),
-                "frames": g.frames,
-                "topics": g.topics,
-                "silence_s": [round(x, 6) for x in g.silence_s],
-                "max_age_s": g.max_age_s,
-                "reason": g.describe(origin),
-            }
-            for k, g in enumerate(aligned.gaps)
-        ],
-        "parts": [
-            {
-                "part": p.index,
-                "episode_id": p.episode_id,
-                "status": "converted" if p.episode_id else "dropped",
-                "frames": len(p.episode.frame_times),
-                "start_s": _s(int(p.episode.frame_times[0]) - origin),  # its first frame
-                "end_s": _s(int(p.episode.frame_times[-1]) - origin),  # its last frame
-                "start_time_ns": int(p.episode.frame_times[0]),
-                "end_time_ns": int(p.episode.frame_times[-1]),
-                "reason": p.reason,
-            }
-            for p in planned
-        ],
-    }
-    return planned, record
-
-
-def _encode_camera(
-    bag, contract: Contract, cam_name: str, parts: list[tuple[np.ndarray, pathlib.Path]], opts: EncodeOptions
-) -> list[dict]:
-    """Decode the selected images of one camera and write one mp4 per part, in one pass over the bag.
-
-    ``parts``: per part, the message index of each frame (increasing across parts) and its mp4 path.
-    Returns each part's info (file, shape, topic, stats).
-    """
-    spec = contract.camera(cam_name)
-    fps = contract.rate_hz
-    writer = None
-    shape = None
-    infos = []
-    images = iter_images(bag, contract, cam_name, np.unique(np.concatenate([picks for picks, _ in parts])))
-    cur_i, cur = -1, None
-    try:
-        for picks, path in parts:
-            n = len(picks)
-            sample_at = set(np.linspace(0, n - 1, min(STATS_SAMPLES, n)).astype(int).tolist())
-            samples = []
-            for k, want in enumerate(picks):
-                while cur_i < want:
-                    cur_i, cur = next(images)
-                    if spec.size is not None:
-                        cur = resize_rgb(cur, spec.size[0], spec.size[1])
-                    if shape is None:
-                        shape = cur.shape[:2]
-                    elif cur.shape[:2] != shape:
-                        raise BagError(
-                            bag,
-                            f"image size changes from {shape[0]}x{shape[1]} to {cur.shape[0]}x{cur.shape[1]} "
-                            f"at message {cur_i}; set the camera's size in the contract to resize",
-                            spec.topic,
-                        )
-                if writer is None:
-                    try:
-                        writer = Mp4Writer(
-                            path, fps, shape[0], shape[1], crf=opts.crf, gop=opts.gop, preset=opts.preset
-                        )
-                    except VideoError as exc:
-                        raise BagError(bag, str(exc), spec.topic) from exc
-                writer.write(cur)
-                if k in sample_at:
-                    samples.append(cur)
-            writer.close()
-            writer = None
-            infos.append(
-                {
-                    "file": path.name,
-                    "shape": [int(shape[0]), int(shape[1])],
-                    "topic": spec.topic,
-                    "stats": image_stats(samples),
-                }
-            )
-    finally:
-        if writer is not None:
-            writer.abort()
-        images.close()
-    return infos
+    """What a stored episode was converted with: the contract less the node's outputs."""
+    return hashlib.sha1(dataclasses.replace(contract, outputs=None).to_yaml().encode()).hexdigest()
 
 
 def convert_episode(
@@ -289,7 +119,7 @@ def convert_episode(
     eid = episode_id(bag)
     contents = read_bag(bag, contract)
     aligned = align_episode(contents, contract)
-    planned, split = _plan_parts(bag, contract, aligned, contents.files)
+    planned, split = plan_parts(bag, eid, contract, aligned, contents.files)
     kept = [p for p in planned if p.episode_id is not None]
     ids = [p.episode_id for p in kept]
     with contextlib.ExitStack() as stack:
@@ -301,7 +131,7 @@ def convert_episode(
         with cf.ThreadPoolExecutor(max_workers=workers) as pool:
             for cam in contract.cameras:
                 parts = [(p.episode.image_index[cam.name], tmp / f"{cam.key}.mp4") for p, tmp in zip(kept, tmps)]
-                jobs[cam.key] = pool.submit(_encode_camera, bag, contract, cam.name, parts, opts)
+                jobs[cam.key] = pool.submit(encode_camera, bag, contract, cam.name, parts, opts)
             for key, job in jobs.items():
                 for c, info in zip(cams, job.result()):
                     c[key] = info
@@ -351,7 +181,7 @@ def convert_episode(
 
 def _check_layout(bag: pathlib.Path, contract: Contract, out, cams: dict) -> None:
     """One dataset has one image size per camera: compare with an episode of another bag already stored."""
-    others = [e for e in stored_episodes(out) if not _is_own(e.id, episode_id(bag))]
+    others = [e for e in stored_episodes(out) if not is_own(e.id, episode_id(bag))]
     if not others:
         return
     ref = others[0]
@@ -392,30 +222,10 @@ def _stored_outcome(bag: pathlib.Path, contract: Contract, out: pathlib.Path) ->
     return EpisodeOutcome(str(bag), eid, "skipped", frames, episodes=list(want), split=own[0].meta.get("split"))
 
 
-def split_log(o: EpisodeOutcome) -> list[str]:
-    """Log lines for a bag converted at a gap: how it was split, and each part that was left out."""
-    if o.split is None or o.status != "converted":
-        return []
-    sp = o.split
-    kept = [p for p in sp["parts"] if p["episode_id"]]
-    lines = [
-        f"GAP bag {o.bag}: {len(sp['gaps'])} drop-out(s), gaps.policy {sp['policy']}: "
-        f"{len(kept)} of {len(sp['parts'])} parts stored as {', '.join(p['episode_id'] for p in kept)}; "
-        f"first gap: {sp['gaps'][0]['reason']}"
-    ]
-    for p in sp["parts"]:
-        if not p["episode_id"]:
-            lines.append(
-                f"GAP bag {o.bag}: part {p['part']} ({p['start_s']:.3f}-{p['end_s']:.3f} s, {p['frames']} frames) "
-                f"left out: {p['reason']}"
-            )
-    return lines
-
-
 def _own_dirs(out, eid: str) -> list[pathlib.Path]:
     """The store folders of bag ``eid``'s episodes (by name only: other workers publish meanwhile)."""
     d = store_dir(out)
-    return sorted(sub for sub in d.iterdir() if _is_own(sub.name, eid)) if d.is_dir() else []
+    return sorted(sub for sub in d.iterdir() if is_own(sub.name, eid)) if d.is_dir() else []
 
 
 def _remove_stored(bag: pathlib.Path, out: pathlib.Path) -> None:

@@ -1,0 +1,58 @@
+"""What a simulated evaluation reports besides success: latency statistics and the trajectory plot.
+
+``EvalError``: the evaluation could not run (policy node missing or not starting, a service
+failing, a bad argument); ``sim eval`` prints it and exits with 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from clap_train.data.layout import ARM_WIDTH, DEFAULT_LAYOUT
+from clap_train.io import atomic_path
+
+
+class EvalError(RuntimeError):
+    """The evaluation could not run (policy node missing, not starting, service failing)."""
+
+
+def latency_stats(values) -> dict:
+    v = np.asarray(list(values), dtype=np.float64)
+    if v.size == 0:
+        return {"count": 0}
+    return {"count": int(v.size), "mean_ms": float(v.mean() * 1e3), "p50_ms": float(np.percentile(v, 50) * 1e3),
+            "p95_ms": float(np.percentile(v, 95) * 1e3), "max_ms": float(v.max() * 1e3)}
+
+
+def plot_trajectories(path: Path, times, state, target, chunks, title: str) -> None:
+    """Executed (state), commanded and predicted (chunks) trajectories, one panel per dimension."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = np.asarray(times)
+    t0 = times[0] if len(times) else 0.0
+    state, target = np.asarray(state), np.asarray(target)
+    fig, axes = plt.subplots(ARM_WIDTH, len(DEFAULT_LAYOUT.arms), figsize=(12, 14), sharex=True)
+    for d, name in enumerate(DEFAULT_LAYOUT.names):  # one column per arm
+        ax = axes[d % ARM_WIDTH, d // ARM_WIDTH]
+        for i, (t, dt, data, _) in enumerate(chunks):
+            if data.shape[1] > d:
+                ax.plot(t - t0 + dt * np.arange(len(data)), data[:, d], color="tab:orange", alpha=0.35, lw=0.8,
+                        label="predicted chunks" if i == 0 else None)
+        if len(target):
+            ax.plot(times[:len(target)] - t0, target[:, d], color="tab:blue", ls="--", lw=1, label="commanded")
+        if len(state):
+            ax.plot(times[:len(state)] - t0, state[:, d], color="black", lw=1.2, label="executed")
+        ax.set_ylabel(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=7, loc="best")
+    axes[-1, 0].set_xlabel("time (s)")
+    axes[-1, 1].set_xlabel("time (s)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
