@@ -21,7 +21,8 @@ from clap_train.data.align import align_episode
 from clap_train.data.bagread import iter_images, read_bag
 from clap_train.data.contract import load_contract
 from clap_train.data.synthetic_bag import CameraSetup, write_bag
-from clap_train.policy import ClapPolicy, make_tiny_policy
+from clap_train.policy import ClapPolicy
+from clap_train.testing import make_tiny_policy
 from ros_harness import OUTPUTS, make_checker, start_policy_node, stop_process, write_contract
 
 pytestmark = pytest.mark.ros

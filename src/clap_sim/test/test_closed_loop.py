@@ -28,8 +28,8 @@ def fitted(tmp_path_factory):
     clap("convert", str(tmp / "bags"), "--out", str(tmp / "ds"))
     clap("train", "act-vae", "--config", str(CONFIGS / "act_vae.yaml"), "--dataset", str(tmp / "ds"),
          "--run-dir", str(tmp / "av"), "--no-progress", "--set", "actions=absolute")
-    clap("train", "post", "--config", str(CONFIGS / "post.yaml"), "--dataset", str(tmp / "ds"),
-         "--act-vae", str(tmp / "av/act_vae"), "--run-dir", str(tmp / "rf"), "--no-progress", "--set",
+    clap("train", "rf", "--config", str(CONFIGS / "rf.yaml"), "--dataset", str(tmp / "ds"),
+         "--run-dir", str(tmp / "rf"), "--no-progress", "--set", f"act_vae={tmp / 'av/act_vae'}",
          "human_fraction=0", "stage1.steps=1", "stage1.warmup_steps=0", "stage2.steps=2000", "flow.use_state=true",
          "stage2.batch_size=8", "stage2.warmup_steps=50", "stage2.save_every=500")
     # one demonstration: the state says where in the episode the policy is, so it conditions on it

@@ -36,7 +36,7 @@ def test_scripted_policy_scores_100_percent_on_transfer_cube(tmp_path):
 
 
 def test_policy_node_closes_the_loop_with_a_tiny_policy(tmp_path):
-    from clap_train.policy import make_tiny_policy
+    from clap_train.testing import make_tiny_policy
 
     model = make_tiny_policy(tmp_path / "policy", seed=0, image_size=64)
     out = tmp_path / "eval"

@@ -284,15 +284,3 @@ class ClapPolicy:
                                               self.meta.euler_indices)[:d]
         actions = wrap_vector_euler(actions, self.meta.euler_indices).astype(np.float32)
         return actions, subtask, tokens
-
-
-# -- the tiny random policies moved to clap_train.testing; old imports keep working -----------------
-_MOVED = ("tiny_stats", "build_policy_parts", "make_tiny_policy")
-
-
-def __getattr__(name: str):
-    if name in _MOVED:  # lazily: testing imports this module
-        from clap_train import testing
-
-        return getattr(testing, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
