@@ -144,19 +144,15 @@ def evaluate(model: VDVAE, data: Transitions, batch: int = 256) -> dict:
 
 def make_stage(model: VDVAE, data: Mixed) -> Stage:
     def loss_fn(m, batch, step):
-        student = None
-        if m.config.aug == "image":
-            a_t, a_h = m.augment_images(batch["img_t"], batch["img_h"])
-            student = (m.features(a_t), m.features(a_h))
+        student = model.student_features(batch["img_t"], batch["img_h"])
         out = m(batch["f_t"], batch["f_h"], batch["is_robot"], batch["action"], student=student)
         metrics = {k: float(out[k].detach()) for k in ("rec_loss", "con_loss", "tau", "bias")}
         metrics["token_agreement"] = float(out["token_agreement"])
         return out["loss"], metrics
 
-    trainable = [p for n, p in model.named_parameters()
-                 if p.requires_grad and not n.startswith(("act_vae.", "backbone.", "teacher."))]
     return Stage(name="vd_vae", model=model, dataset=data, collate_fn=None, loss_fn=loss_fn,
-                 param_groups=[{"params": trainable}], after_step=lambda m, step: m.update_teacher())
+                 param_groups=[{"params": model.trainable_parameters()}],
+                 after_step=lambda m, step: m.update_teacher())
 
 
 def main() -> None:

@@ -79,17 +79,15 @@ def retrieval_stats(anchors: torch.Tensor, positives: torch.Tensor, groups: int 
 
 
 @torch.no_grad()
-def vd_and_true_latents(model, dataset, batch_size: int = 64, limit: int | None = None, robot_only: bool = True):
-    """(VD-VAE latents z_v,a, Act-VAE latents E_act(a)) [N, Nq, D] of the unpadded samples of ``dataset``."""
+def vd_and_true_latents(model, dataset, batch_size: int = 64, limit: int | None = None):
+    """(VD-VAE latents z_v,a, Act-VAE latents E_act(a)) [N, Nq, D] of the unpadded robot samples of ``dataset``."""
     from clap_train.data.dataset import collate_samples
 
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples)
     z_vs, z_es, count = [], [], 0
     for batch in loader:
-        keep = ~batch["action_pad"].any(dim=1)
-        if robot_only:
-            keep &= batch["is_robot"].bool()
+        keep = ~batch["action_pad"].any(dim=1) & batch["is_robot"].bool()
         if not bool(keep.any()):
             continue
         f_t, f_h = model.features(batch["images"]["head"][keep]), model.features(batch["future_head"][keep])

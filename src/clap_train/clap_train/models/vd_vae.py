@@ -250,6 +250,19 @@ class VDVAE(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
 
+    def student_features(self, image_t: torch.Tensor,
+                         image_h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The online branch's features of augmented images (``aug: image``; never cached), else None."""
+        if self.config.aug != "image":
+            return None
+        aug_t, aug_h = self.augment_images(image_t, image_h)
+        return self.features(aug_t), self.features(aug_h)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimiser trains: not the frozen Act-VAE and backbone, nor the EMA teacher."""
+        return [p for n, p in self.named_parameters()
+                if p.requires_grad and not n.startswith(("act_vae.", "backbone.", "teacher."))]
+
     def augment(self, f: torch.Tensor) -> torch.Tensor:
         """Feature-space augmentation (``aug: feature``): relative Gaussian noise + patch dropout."""
         cfg = self.config

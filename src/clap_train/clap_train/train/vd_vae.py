@@ -101,16 +101,10 @@ def make_stage(model: VDVAE, dataset, collate, cfg: VDVAETrainConfig) -> Stage:
             return model.features(img_t), model.features(img_h)
         return cache(img_t, _keys(batch, cfg.future_offset, False)), cache(img_h, _keys(batch, cfg.future_offset, True))
 
-    def student(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The online branch's features of augmented images (``aug: image``); never cached."""
-        if model.config.aug != "image":
-            return None
-        aug_t, aug_h = model.augment_images(batch["images"]["head"], batch["future_head"])
-        return model.features(aug_t), model.features(aug_h)
-
     def loss_fn(m: torch.nn.Module, batch: dict[str, Any], step: int):
         f_t, f_h = features(batch)
-        out = m(f_t, f_h, batch["is_robot"], batch["action"], student=student(batch))
+        student = model.student_features(batch["images"]["head"], batch["future_head"])  # never cached
+        out = m(f_t, f_h, batch["is_robot"], batch["action"], student=student)
         metrics = {k: float(out[k].detach()) for k in ("rec_loss", "vq_loss", "con_loss", "reg_loss", "tau", "bias")}
         agree = float(out["token_agreement"])
         if not math.isnan(agree):
@@ -123,10 +117,8 @@ def make_stage(model: VDVAE, dataset, collate, cfg: VDVAETrainConfig) -> Stage:
         # teachers stay equal too (the update is deterministic); no broadcast needed
         m.update_teacher()
 
-    trainable = [p for n, p in model.named_parameters()
-                 if p.requires_grad and not n.startswith(("act_vae.", "backbone.", "teacher."))]
     return Stage(name="vd_vae", model=model, dataset=dataset, collate_fn=collate, loss_fn=loss_fn,
-                 param_groups=[{"params": trainable}], after_step=after_step)
+                 param_groups=[{"params": model.trainable_parameters()}], after_step=after_step)
 
 
 def build_data(cfg: VDVAETrainConfig, act: ActVAE, dataset: str | None, synthetic: int | None,
