@@ -37,7 +37,8 @@ demo: setup
 # Every benchmark, in dependency order (the alignment bench uses the per-arm Act-VAE the PSNR run trains).
 # The figures and the commands behind them are collected in bench/RESULTS.md. About 2 h on a
 # 2-core CPU, most of it the Act-VAE and VD-VAE training runs.
-# bench/closed_loop.py (the closed-loop ladder, ~1.5 h) runs on its own: see bench/RESULTS.md.
+# bench/closed_loop.py (the closed-loop ladder, ~1.5 h) and bench/human_transfer.py (human videos of an
+# unseen variant, ~2 h) run on their own: see bench/RESULTS.md.
 bench: setup
 	$(ENV) && set -e \
 	  && python bench/convert.py \

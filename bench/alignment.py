@@ -12,6 +12,9 @@ permutation.
     python bench/act_vae_sim_psnr.py --arms 2 --actions relative --out bench/out/act_vae_arm_rel   # first
     python bench/alignment.py --act-vae bench/out/act_vae_arm_rel/nq16_k256/act_vae --lambdas 0.1,0
 
+Each run also renders ``--look-pairs`` seeds per task in the robot look and in both human looks
+(``look_pairs``): whether the VD-VAE gives one transition the same latent and tokens in either look.
+
 Runs differ only in lambda_con (``--lambdas``) and share everything else, including the seed. The
 rendered frames are stored in OUT/frames.npz and the frozen backbone's features are computed once
 per frame; re-running reuses both and every finished run.
@@ -142,6 +145,42 @@ def evaluate(model: VDVAE, data: Transitions, batch: int = 256) -> dict:
     return compare_latents(model.act_vae, torch.cat(z_v), torch.cat(z_e))
 
 
+@torch.no_grad()
+def look_pairs(model: VDVAE, space: ActionSpace, tasks: list[str], seeds: range, size: int) -> dict:
+    """The same transitions in the robot look and in each human look (one seed rendered in both).
+
+    Per look: cosine of the backbone features of the same frame; cosine of the feature changes
+    f_t+H - f_t at the same t and, as a control, 40 frames apart; cosine of z_v,a between the looks;
+    the share of tokens equal in both looks; agreement of each look's tokens with the true ones.
+    """
+    model.eval()
+    cos = torch.nn.functional.cosine_similarity
+    rows: dict[str, list] = {"hidden": [], "recoloured": []}
+    for task in tasks:
+        for seed in seeds:
+            looks = {}
+            for look in (None, *rows):
+                frames, actions = render(task, seed, look, size)
+                f = model.features(torch.as_tensor(frames).permute(0, 3, 1, 2).float() / 255.0)
+                z = model.inverse(f[:-H], f[H:])[0]
+                looks[look] = (f, z, model.act_vae.quantize_frozen(z)[1])
+            chunks = np.stack([space.encode(actions[t:t + H], actions[max(t - 1, 0)]) for t in range(len(actions) - H)])
+            true = model.act_vae.tokenize(torch.as_tensor(chunks))
+            f_r, z_r, tok_r = looks[None]
+            d_r = (f_r[H:] - f_r[:-H]).flatten(1)
+            for look in rows:
+                f_h, z_h, tok_h = looks[look]
+                d_h = (f_h[H:] - f_h[:-H]).flatten(1)
+                rows[look].append([
+                    float(cos(f_r.flatten(1), f_h.flatten(1)).mean()), float(cos(d_r, d_h).mean()),
+                    float(cos(d_r, d_h.roll(40, 0)).mean()), float(cos(z_r.flatten(1), z_h.flatten(1)).mean()),
+                    float((tok_r == tok_h).float().mean()), float((tok_r == true).float().mean()),
+                    float((tok_h == true).float().mean())])
+    keys = ("features_cos", "delta_cos_same_t", "delta_cos_shifted", "z_cos", "same_token", "robot_look_agreement",
+            "human_look_agreement")
+    return {look: dict(zip(keys, np.mean(r, axis=0).round(4).tolist())) for look, r in rows.items()}
+
+
 def make_stage(model: VDVAE, data: Mixed) -> Stage:
     def loss_fn(m, batch, step):
         student = model.student_features(batch["img_t"], batch["img_h"])
@@ -167,6 +206,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lambdas", default="0.1,0", help="lambda_con of each run")
+    p.add_argument("--look-pairs", type=int, default=2, help="seeds per task rendered in both looks (0: none)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="VD-VAE config overrides for all runs")
     p.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "out" / "alignment")
@@ -196,6 +236,12 @@ def main() -> None:
         train_s = time.time() - t1
         res = {name: evaluate(model, sets[name]) for name in ("robot_heldout", "human_heldout")}
         res["train_seconds"] = round(train_s, 1)
+        if a.look_pairs:
+            res["look_pairs"] = look_pairs(model, space, a.tasks.split(","), range(40_000, 40_000 + a.look_pairs),
+                                           a.image_size)
+            for look, v in res["look_pairs"].items():
+                print(f"lambda_con {lam:g}, the same transitions in the robot look and {look}: "
+                      + ", ".join(f"{k} {x:.3f}" for k, x in v.items()), flush=True)
         results[f"{lam:g}"] = res
         (run_dir / "result.json").write_text(json.dumps(res, indent=1))
         for name in ("robot_heldout", "human_heldout"):

@@ -25,10 +25,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import pathlib
 import sys
 import time
+
+from clap_sim.eval_report import success_summary
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
@@ -37,24 +38,6 @@ sys.modules["demo"] = demo  # dataclasses look their module up while the module 
 _spec.loader.exec_module(demo)
 
 EXECUTORS = ("open_loop", "temporal_ensemble", "rtc")
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a success rate."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def cell(result: dict) -> dict:
-    lo, hi = wilson(result["successes"], result["episodes"])
-    return {"successes": result["successes"], "episodes": result["episodes"], "rate": result["success_rate"],
-            "ci95": [round(lo, 3), round(hi, 3)], "mean_max_reward": float(
-                sum(e["max_reward"] for e in result["per_episode"]) / len(result["per_episode"])),
-            "inference_latency_mean_ms": result.get("inference_latency_mean_ms")}
 
 
 def training_seconds(run: pathlib.Path) -> dict[str, float]:
@@ -111,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(s.startswith("FAILED") for _, _, s in demo.run_stages([stage], env)):
             return 1
         r = json.loads((dest / "eval.json").read_text())
-        curve.append({"policy": str(pol), "point": dest.name, **cell(r)})
+        curve.append({"policy": str(pol), "point": dest.name, **success_summary(r)})
     history = _rf_history(out / "runs" / "rf" / "stage2")
     last = history[-1] if history else None
     for point in curve:
@@ -140,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                                             "--mode", mode, "--executor", executor, *replan, "--no-video")
                     if any(s.startswith("FAILED") for _, _, s in demo.run_stages([stage], env)):
                         return 1
-                    ladder[f"{mode} {executor} {part}"] = cell(json.loads((dest / "eval.json").read_text()))
+                    result_file = json.loads((dest / "eval.json").read_text())
+                    ladder[f"{mode} {executor} {part}"] = success_summary(result_file)
         result["ladder"] = ladder
     result["wall_seconds"] = round(time.monotonic() - t0, 1)
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -162,14 +146,16 @@ def _markdown(result: dict) -> str:
     secs = result.get("training_loop_seconds", {})
     lines.append("Training loops (s): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items())
                  + f"; total {sum(secs.values()) / 60:.1f} min")
-    lines += ["", "Learning curve (lock-step, held-out seeds):", "", "| policy | RF step | RF seconds | success | 95 % CI |",
+    lines += ["", "Learning curve (lock-step, held-out seeds):", "",
+              "| policy | RF step | RF seconds | success | 95 % CI |",
               "| --- | ---: | ---: | ---: | --- |"]
     for c in result.get("learning_curve", []):
         secs = f"{'~' if c.get('rf_seconds_estimated') else ''}{c.get('rf_seconds') or ''}"
         lines.append(f"| {c['point']} | {c.get('rf_step', '')} | {secs} | "
                      f"{c['successes']}/{c['episodes']} | {c['ci95'][0]:.2f}-{c['ci95'][1]:.2f} |")
     if "ladder" in result:
-        lines += ["", "Ladder (policy node over DDS):", "", "| mode | executor | seeds | success | 95 % CI | mean max reward |",
+        lines += ["", "Ladder (policy node over DDS):", "",
+                  "| mode | executor | seeds | success | 95 % CI | mean max reward |",
                   "| --- | --- | --- | ---: | --- | ---: |"]
         for key, c in result["ladder"].items():
             mode, executor, part = key.split()

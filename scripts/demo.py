@@ -42,8 +42,16 @@ class Stage:
 
 
 def training_stages(out: pathlib.Path, task: str, demos: int, human_videos: int, configs: pathlib.Path,
-                    policy_dir: pathlib.Path | None = None) -> list[Stage]:
+                    human_task: str | None = None) -> list[Stage]:
     """Record, convert and train every CLAP stage; the policy lands in ``out/runs/rf/policy``."""
+    return (data_stages(out, task, demos, human_videos, configs, human_task)
+            + policy_stages(out, out / "runs", configs))
+
+
+def data_stages(out: pathlib.Path, task: str, demos: int, human_videos: int, configs: pathlib.Path,
+                human_task: str | None = None) -> list[Stage]:
+    """Demonstrations of ``task`` and human-look videos of ``human_task`` (default: the same task),
+    converted; the Act-VAE and the VD-VAE trained; the human videos pseudo-labelled."""
     bags, videos = out / "bags", out / "human_videos"
     robot_ds, human_ds = out / "dataset", out / "human_dataset"
     runs = out / "runs"
@@ -51,8 +59,9 @@ def training_stages(out: pathlib.Path, task: str, demos: int, human_videos: int,
     return [
         Stage("record scripted demos", ["clap", "sim", "record", "--task", task, "--episodes", str(demos),
                                         "--out", str(bags), "--seed", str(TRAIN_SEED)], bags / ".done"),
-        Stage("render human videos", ["clap", "sim", "human-videos", "--task", task, "--episodes", str(human_videos),
-                                      "--out", str(videos), "--seed", "500"], videos / ".done"),
+        Stage("render human videos", ["clap", "sim", "human-videos", "--task", human_task or task,
+                                      "--episodes", str(human_videos), "--out", str(videos), "--seed", "500"],
+              videos / ".done"),
         Stage("convert bags", ["clap", "convert", str(bags), "--out", str(robot_ds), "--workers", "2"],
               robot_ds / ".done"),
         Stage("convert human videos", ["clap", "convert-videos", str(videos), "--out", str(human_ds)],
@@ -62,14 +71,27 @@ def training_stages(out: pathlib.Path, task: str, demos: int, human_videos: int,
               act / "config.json"),
         Stage("train VD-VAE", ["clap", "train", "vd-vae", "--config", str(configs / "vd_vae.yaml"),
                                "--set", f"act_vae={act}", "--dataset", str(robot_ds), "--human-dataset", str(human_ds),
-                               "--run-dir", str(runs / "vd_vae"), "--resume"], runs / "vd_vae" / "vd_vae" / "config.json"),
+                               "--run-dir", str(runs / "vd_vae"), "--resume"],
+              runs / "vd_vae" / "vd_vae" / "config.json"),
         Stage("label human videos", ["clap", "label-videos", "--vd-vae", str(runs / "vd_vae" / "vd_vae"),
                                      "--dataset", str(human_ds)], human_ds / ".labelled"),
-        Stage("train CLAP-NTP", ["clap", "train", "ntp", "--config", str(configs / "ntp.yaml"), "--set", f"act_vae={act}",
+    ]
+
+
+def policy_stages(out: pathlib.Path, runs: pathlib.Path, configs: pathlib.Path, ntp_set: tuple[str, ...] = (),
+                  rf_set: tuple[str, ...] = (), human_ds: pathlib.Path | None = None) -> list[Stage]:
+    """CLAP-NTP, then CLAP-RF + KM from it, on ``out``'s datasets and Act-VAE, into ``runs``;
+    ``ntp_set`` / ``rf_set``: extra config overrides of each stage; ``human_ds``: another labelled
+    human-video dataset than ``out``'s."""
+    robot_ds, human_ds = out / "dataset", human_ds or out / "human_dataset"
+    act = out / "runs" / "act_vae" / "act_vae"
+    return [
+        Stage("train CLAP-NTP", ["clap", "train", "ntp", "--config", str(configs / "ntp.yaml"),
+                                 "--set", f"act_vae={act}", *ntp_set,
                                  "--dataset", str(robot_ds), "--human-dataset", str(human_ds),
                                  "--run-dir", str(runs / "ntp"), "--resume"], runs / "ntp" / "policy"),
         Stage("train CLAP-RF + KM", ["clap", "train", "rf", "--config", str(configs / "rf.yaml"),
-                                     "--set", f"init={runs / 'ntp' / 'policy'}", "--dataset", str(robot_ds),
+                                     "--set", f"init={runs / 'ntp' / 'policy'}", *rf_set, "--dataset", str(robot_ds),
                                      "--human-dataset", str(human_ds), "--run-dir", str(runs / "rf"), "--resume"],
               runs / "rf" / "policy"),
     ]

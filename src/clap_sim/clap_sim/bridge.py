@@ -48,11 +48,11 @@ from std_srvs.srv import Trigger
 
 from .scene import ARMS
 from .vectors import vector14
-from .tasks import make_task
+from .tasks import TASKS, make_task
 from .topics import COMPRESSED, jpeg_bytes, load_topics
 
 PARAMETERS: dict[str, tuple[object, str]] = {
-    "task": ("transfer_cube", "simulated task (transfer_cube, insertion, coloured_cubes)"),
+    "task": ("transfer_cube", f"simulated task ({', '.join(TASKS)})"),
     "seed": (0, "seed of the next ~/reset (object poses)"),
     "image_size": (224, "camera images are SIZE x SIZE"),
     "real_time_factor": (1.0, "sim seconds per wall second"),

@@ -1,4 +1,4 @@
-"""What a simulated evaluation reports besides success: latency statistics and the trajectory plot.
+"""What a simulated evaluation reports besides success: intervals, latency statistics and the trajectory plot.
 
 ``EvalError``: the evaluation could not run (policy node missing or not starting, a service
 failing, a bad argument); ``sim eval`` prints it and exits with 1.
@@ -6,6 +6,7 @@ failing, a bad argument); ``sim eval`` prints it and exits with 1.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,33 @@ from clap_train.io import atomic_path
 
 class EvalError(RuntimeError):
     """The evaluation could not run (policy node missing, not starting, service failing)."""
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def newcombe(s1: int, n1: int, s2: int, n2: int) -> tuple[float, float, float]:
+    """Difference p1 - p2 of two independent success rates, with Newcombe's hybrid score 95 % interval."""
+    p1, p2 = s1 / n1, s2 / n2
+    (l1, u1), (l2, u2) = wilson(s1, n1), wilson(s2, n2)
+    d = p1 - p2
+    return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
+def success_summary(result: dict) -> dict:
+    """One cell of a results table from an eval.json: successes, rate, its 95 % interval, mean max reward."""
+    lo, hi = wilson(result["successes"], result["episodes"])
+    return {"successes": result["successes"], "episodes": result["episodes"], "rate": result["success_rate"],
+            "ci95": [round(lo, 3), round(hi, 3)], "mean_max_reward": round(float(
+                sum(e["max_reward"] for e in result["per_episode"]) / len(result["per_episode"])), 2),
+            "inference_latency_mean_ms": result.get("inference_latency_mean_ms")}
 
 
 def latency_stats(values) -> dict:

@@ -191,7 +191,7 @@ def coloured_cubes_plan(spec: EpisodeSpec):
 
 
 PLANS = {"transfer_cube": transfer_cube_plan, "insertion": insertion_plan,
-         "coloured_cubes": coloured_cubes_plan}
+         "coloured_cubes": coloured_cubes_plan, "coloured_cubes_novel": coloured_cubes_plan}
 
 
 def scripted_trajectory(spec: EpisodeSpec, n_steps: int | None = None,

@@ -19,6 +19,9 @@ import numpy as np
 from .scene import BimanualScene, base_xml
 
 COLOURS = {"red": "1 0 0 1", "green": "0 0.8 0 1", "blue": "0 0.2 1 1"}
+# Colours no coloured_cubes demonstration shows: the out-of-distribution variant for the human-video
+# transfer experiment (bench/human_transfer.py).
+NOVEL_COLOURS = {"yellow": "1 0.85 0 1", "magenta": "0.9 0 0.9 1", "cyan": "0 0.85 0.85 1"}
 
 
 def _contact_pairs(scene: BimanualScene) -> set[tuple[str, str]]:
@@ -166,6 +169,7 @@ class ColouredCubes(Task):
     """
 
     name = "coloured_cubes"
+    colours = COLOURS
     lift_height = 0.08
     episode_seconds = 5.0
 
@@ -176,7 +180,7 @@ class ColouredCubes(Task):
             f'frictionloss="0.01" /><inertial pos="0 0 0" mass="0.05" diaginertia="0.002 0.002 0.002" />'
             f'<geom condim="4" solimp="2 1 0.01" solref="0.01 1" friction="1 0.005 0.0001" '
             f'pos="0 0 0" size="0.02 0.02 0.02" type="box" name="{c}_box" rgba="{rgba}" /></body>'
-            for c, rgba in COLOURS.items())
+            for c, rgba in self.colours.items())
         xml, n = re.subn(r'<body name="box".*?</body>', bodies, xml, count=1, flags=re.S)
         if n != 1:
             raise RuntimeError("the transfer-cube XML no longer has the expected box body")
@@ -188,7 +192,7 @@ class ColouredCubes(Task):
         # Three slots across the table (left, centre-ish, right), shuffled colours, jittered.
         xs = np.array([-0.15, 0.0, 0.15]) + rng.uniform(-0.03, 0.03, size=3)
         ys = rng.uniform(0.45, 0.6, size=3)
-        colours = list(COLOURS)
+        colours = list(self.colours)
         order = rng.permutation(3)
         objects = {f"{colours[k]}_box_joint": _pose([xs[i], ys[i], 0.02]) for i, k in enumerate(order)}
         target = colours[int(rng.integers(3))]
@@ -211,7 +215,7 @@ class ColouredCubes(Task):
         on_table = (geom, "table") in pairs
         z = scene.physics.named.data.xpos[geom][2]
         others_down = all(scene.physics.named.data.xpos[f"{c}_box"][2] < 0.05
-                          for c in COLOURS if c != target)
+                          for c in self.colours if c != target)
         r = 0
         if touch:
             r = 1
@@ -224,7 +228,14 @@ class ColouredCubes(Task):
         return r
 
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (TransferCube, Insertion, ColouredCubes)}
+class NovelColouredCubes(ColouredCubes):
+    """``coloured_cubes`` with three colours that its demonstrations never show (yellow, magenta, cyan)."""
+
+    name = "coloured_cubes_novel"
+    colours = NOVEL_COLOURS
+
+
+TASKS: dict[str, type[Task]] = {t.name: t for t in (TransferCube, Insertion, ColouredCubes, NovelColouredCubes)}
 
 
 def make_task(name: str) -> Task:

@@ -126,8 +126,9 @@ def test_scripted_demonstrator_succeeds_and_idle_arms_fail(name):
         scene.close()
 
 
-def test_coloured_cubes_instruction_names_the_lifted_cube():
-    task = make_task("coloured_cubes")
+@pytest.mark.parametrize("name", ["coloured_cubes", "coloured_cubes_novel"])
+def test_coloured_cubes_instruction_names_the_lifted_cube(name):
+    task = make_task(name)
     targets = set()
     scene = task.make_scene(render=False)
     try:
@@ -137,7 +138,7 @@ def test_coloured_cubes_instruction_names_the_lifted_cube():
             assert spec.instruction == f"pick up the {spec.extra['target']} cube"
         # Lifting a different cube than the instruction names is not a success.
         spec = task.sample(0)
-        other = next(c for c in ("red", "green", "blue") if c != spec.extra["target"])
+        other = next(c for c in task.colours if c != spec.extra["target"])
         wrong = type(spec)(spec.task, spec.seed, spec.instruction, spec.objects, dict(spec.extra, target=other))
         task.reset(scene, 0)
         traj = scripted_trajectory(spec, rate_hz=scene.rate_hz)
@@ -148,7 +149,15 @@ def test_coloured_cubes_instruction_names_the_lifted_cube():
         assert task.success(scene, spec) and not task.success(scene, wrong)
     finally:
         scene.close()
-    assert len(targets) >= 2
+    assert len(targets) >= 2 and targets <= set(task.colours)
+
+
+def test_the_novel_variant_shows_none_of_the_demonstrated_colours():
+    seen, novel = make_task("coloured_cubes"), make_task("coloured_cubes_novel")
+    assert not set(seen.colours) & set(novel.colours)
+    assert not set(seen.colours.values()) & set(novel.colours.values())
+    xml = novel.xml()
+    assert all(f'name="{c}_box"' in xml for c in novel.colours) and not any(f'"{c}_box"' in xml for c in seen.colours)
 
 
 def test_trajectory_actions_follow_the_contract_layout():

@@ -222,6 +222,26 @@ def test_image_augmentation_draws_one_crop_and_jitter_per_transition_pair():
     assert torch.allclose(a_t, t, atol=1e-5) and torch.allclose(a_h, h, atol=1e-5)
 
 
+def test_tints_and_erasing_are_shared_by_the_pair_and_erase_a_rectangle():
+    torch.manual_seed(1)
+    img = torch.full((8, 3, 32, 32), 0.5)
+    img[:, :, 8:24, 8:24] = 0.9  # a bright square: the frame's mean colour is 0.6
+    m = tiny_vd(crop_scale=1.0, color_jitter=0.0, channel_gain=0.5)
+    a_t, a_h = m.augment_images(img, img.clone())
+    assert torch.equal(a_t, a_h)  # the pair shares its tint
+    assert float((a_t[:, 0] - a_t[:, 1]).abs().amax(dim=(1, 2)).min()) > 0.01  # grey turned into a colour
+    m = tiny_vd(crop_scale=1.0, color_jitter=0.0, erase=1.0)
+    a_t, a_h = m.augment_images(img, img.clone())
+    assert torch.equal(a_t, a_h)
+    # one rectangle per sample (side 20-50 %: 4-25 % of the frame) holds the mean colour; the rest is untouched
+    erased = (a_t - 0.6).abs().amax(dim=1) < 1e-6
+    share = erased.float().mean(dim=(1, 2))
+    assert bool(((share >= 0.03) & (share <= 0.26)).all()), share
+    assert torch.equal(a_t.permute(0, 2, 3, 1)[~erased], img.permute(0, 2, 3, 1)[~erased])
+    m = tiny_vd(crop_scale=1.0, color_jitter=0.0)  # the defaults leave the frames alone
+    assert torch.allclose(m.augment_images(img, img.clone())[0], img, atol=1e-5)
+
+
 def test_the_stage_trains_on_a_per_arm_relative_act_vae(tmp_path):
     """A per-arm Act-VAE (8 codes per arm) with relative actions: the VD-VAE stage trains and says 16 tokens."""
     torch.manual_seed(0)

@@ -84,6 +84,8 @@ class VDVAEConfig:
     aug: str = "image"  # image: crop + colour jitter before the backbone | feature: noise + patch dropout
     crop_scale: float = 0.8  # smallest crop side, as a fraction of the image side
     color_jitter: float = 0.2  # brightness, contrast and saturation factors drawn in [1 - j, 1 + j]
+    channel_gain: float = 0.0  # per-channel (R, G, B) gains drawn in [1 - g, 1 + g]: tints, e.g. a grey arm
+    erase: float = 0.0  # probability of erasing one random rectangle (side 20-50 %) of the pair's frames
     aug_noise: float = 0.1  # std of Gaussian feature noise, relative to the feature std
     aug_drop: float = 0.1  # probability of zeroing a patch feature
 
@@ -108,6 +110,9 @@ class VDVAEConfig:
         if not 0.0 < self.crop_scale <= 1.0 or not 0.0 <= self.color_jitter < 1.0:
             raise ValueError(f"crop_scale must be in (0, 1] and color_jitter in [0, 1), got {self.crop_scale}, "
                              f"{self.color_jitter}")
+        if not 0.0 <= self.channel_gain < 1.0 or not 0.0 <= self.erase <= 1.0:
+            raise ValueError(f"channel_gain must be in [0, 1) and erase in [0, 1], got {self.channel_gain}, "
+                             f"{self.erase}")
         if self.env_queries < 1 or self.env_codebook_size < 2:
             raise ValueError("env_queries must be >= 1 and env_codebook_size >= 2")
 
@@ -280,6 +285,8 @@ class VDVAE(nn.Module):
 
         The pair shares its draw so that the motion between the frames is unchanged. Images [B, 3, S, S]
         in [0, 1]; the crop keeps the aspect ratio (side in [crop_scale, 1]) and is resized back to S.
+        Optional, for the look of human videos: per-channel gains (``channel_gain``) and, with
+        probability ``erase``, one rectangle filled with the frame's mean colour (random erasing).
         """
         cfg = self.config
         b, dev = image_t.shape[0], image_t.device
@@ -290,6 +297,15 @@ class VDVAE(nn.Module):
         grid = F.affine_grid(theta, list(image_t.shape), align_corners=False)
         j = cfg.color_jitter
         factors = 1.0 + j * (2 * torch.rand(b, 3, 1, 1, 1, device=dev) - 1)  # brightness, contrast, saturation
+        gains = 1.0 + cfg.channel_gain * (2 * torch.rand(b, 3, 1, 1, device=dev) - 1)
+        size = image_t.shape[-1]
+        rect = (0.2 + 0.3 * torch.rand(b, 2, device=dev)) * size  # height, width in pixels
+        corner = torch.rand(b, 2, device=dev) * (size - rect)
+        ys = torch.arange(size, device=dev, dtype=torch.float32)
+        inside_y = (ys >= corner[:, :1]) & (ys < corner[:, :1] + rect[:, :1])  # [B, S]
+        inside_x = (ys >= corner[:, 1:]) & (ys < corner[:, 1:] + rect[:, 1:])
+        erase = ((torch.rand(b, device=dev) < cfg.erase)[:, None, None]
+                 & inside_y[:, :, None] & inside_x[:, None, :])[:, None]  # [B, 1, S, S]
 
         def apply(img: torch.Tensor) -> torch.Tensor:
             x = F.grid_sample(img.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -297,7 +313,8 @@ class VDVAE(nn.Module):
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
             x = mean + (x - mean) * factors[:, 1]
             gray = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]).expand_as(x)
-            return (gray + (x - gray) * factors[:, 2]).clamp(0.0, 1.0)
+            x = ((gray + (x - gray) * factors[:, 2]) * gains).clamp(0.0, 1.0)
+            return torch.where(erase, x.mean(dim=(2, 3), keepdim=True), x)
 
         return apply(image_t), apply(image_h)
 

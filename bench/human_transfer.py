@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Do human videos of a variant the robot never saw raise closed-loop success on it? (issue 13, item 5)
+
+    python bench/human_transfer.py          # ~10 min data + ~45 min training (two arms side by side) + eval
+
+The paper's headline claim (CLAP, Table III: Make Bouquets out of distribution, 10 % -> 45 %),
+on the sim:
+
+1. Robot demonstrations of ``coloured_cubes`` (red, green, blue cubes; "pick up the <colour>
+   cube"), seeds 0..N-1, and human-look videos (``clap sim human-videos``: arms hidden or
+   recoloured, skin-coloured fingers, no actions) of ``coloured_cubes_novel``, whose cubes are
+   yellow, magenta and cyan: colours and words no demonstration shows. The Act-VAE trains on
+   the demonstrations, the VD-VAE on both, and ``clap label-videos`` gives the human videos
+   their pseudo action tokens: the same data stages as ``make demo`` (scripts/demo.py).
+2. Policies from the same data, each CLAP-NTP then CLAP-RF + KM with the config/train/closed_loop
+   recipe (``--arms``): ``robot_only`` (NTP at ``human_fraction 0``), ``with_human`` (NTP
+   co-trained on the pseudo-labelled human videos at ``--human-fraction``) and
+   ``with_true_tokens``, the same videos labelled with the Act-VAE tokens of their true actions
+   (known for scripted videos only; bench/pseudo_label_quality.py): the upper bound of perfect
+   pseudo-labels. Nothing else differs. Two train at a time, one thread each (``--no-parallel``:
+   one after another).
+3. Each policy in lock-step closed loop (``clap sim eval --lockstep``, temporal ensembling) on
+   held-out seeds of the novel variant and of the demonstrated task. The result is each arm's
+   success difference to ``robot_only``, in points, with a 95 % Newcombe interval.
+
+Results: OUT/result.json and OUT/result.md (OUT = bench/out/human_transfer). Every stage resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import pathlib
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow as pa
+from clap_sim.eval_report import newcombe, success_summary
+from clap_train.data.pseudo_tokens import write_sidecar
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
+demo = importlib.util.module_from_spec(_spec)
+sys.modules["demo"] = demo  # dataclasses look their module up while the module executes
+_spec.loader.exec_module(demo)
+_spec = importlib.util.spec_from_file_location("pseudo_label_quality", ROOT / "bench" / "pseudo_label_quality.py")
+labels = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(labels)
+
+TASK, NOVEL = "coloured_cubes", "coloured_cubes_novel"
+ARMS = ("robot_only", "with_human", "with_true_tokens")
+
+
+def run_side_by_side(plans: dict[str, list], env: dict[str, str], parallel: bool) -> dict[str, list]:
+    """Run the plans (lists of stages) two at a time, one CPU thread each, or one after another."""
+    if not parallel:
+        return {name: demo.run_stages(plan, env) for name, plan in plans.items()}
+    env1 = dict(env, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(demo.run_stages, plan, env1) for name, plan in plans.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def true_token_dataset(out: pathlib.Path) -> pathlib.Path:
+    """A copy of OUT/human_dataset whose sidecar holds the Act-VAE tokens of the videos' true actions."""
+    dest = out / "human_dataset_true"
+    if not (dest / ".labelled").exists():
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(out / "human_dataset", dest, ignore=shutil.ignore_patterns("pseudo_tokens.parquet"))
+        tokens = labels.scripted_tokens(dest, out / "runs" / "act_vae" / "act_vae")
+        keys = sorted(tokens)
+        table = pa.table({"episode_index": pa.array([k[0] for k in keys], pa.int64()),
+                          "frame_index": pa.array([k[1] for k in keys], pa.int64()),
+                          "action_tokens": pa.array([tokens[k][0] for k in keys], pa.list_(pa.int64()))})
+        write_sidecar(table, dest, {"source": "true actions of the scripted videos"})
+        (dest / ".labelled").write_text(f"{time.time()}\n")
+    return dest
+
+
+def failed(timings: list) -> bool:
+    return any(s.startswith("FAILED") for _, _, s in timings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--demos", type=int, default=50, help="coloured_cubes demonstrations (seeds 0..N-1)")
+    p.add_argument("--human-videos", type=int, default=30, help="human-look videos of the novel variant")
+    p.add_argument("--human-fraction", type=float, default=0.25, help="share of human samples in with_human's NTP")
+    p.add_argument("--configs", type=pathlib.Path, default=ROOT / "config" / "train" / "closed_loop")
+    p.add_argument("--rf-steps", type=int, default=None, help="CLAP-RF stage-2 steps (default: the config's)")
+    p.add_argument("--episodes", type=int, default=20, help="held-out episodes per cell")
+    p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="policies to train (robot_only first)")
+    p.add_argument("--no-parallel", dest="parallel", action="store_false", help="train the arms in turn")
+    p.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "out" / "human_transfer")
+    args = p.parse_args(argv)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    env = demo.stage_env()
+    t0 = time.monotonic()
+    timings = demo.run_stages(demo.data_stages(out, TASK, args.demos, args.human_videos, args.configs,
+                                               human_task=NOVEL), env)
+    if failed(timings):
+        print(f"human_transfer: a data stage failed: {timings[-1]}", file=sys.stderr)
+        return 1
+    rf_set = (f"stage2.steps={args.rf_steps}",) if args.rf_steps else ()
+    with_human = (f"human_fraction={args.human_fraction}",)
+    setups = {"robot_only": (("human_fraction=0",), None), "with_human": (with_human, None),
+              "with_true_tokens": (with_human, true_token_dataset(out) if "with_true_tokens" in args.arms else None)}
+    arms = [a for a in ARMS if a in args.arms]
+    plans = {arm: demo.policy_stages(out, out / "runs" / arm, args.configs, ntp_set=setups[arm][0], rf_set=rf_set,
+                                     human_ds=setups[arm][1]) for arm in arms}
+    trained = run_side_by_side(plans, env, args.parallel)
+    if any(failed(t) for t in trained.values()):
+        print(f"human_transfer: a training stage failed: {trained}", file=sys.stderr)
+        return 1
+
+    evals = {arm: [demo.eval_stage(f"{arm} on {task}", out / "eval" / arm / task, task,
+                                   out / "runs" / arm / "rf" / "policy", demo.HELDOUT_SEED, args.episodes,
+                                   "--lockstep", "--no-video", *demo.EVAL_EXECUTOR)
+                   for task in (NOVEL, TASK)] for arm in arms}
+    evaluated = run_side_by_side(evals, env, args.parallel)
+    if any(failed(t) for t in evaluated.values()):
+        print(f"human_transfer: an evaluation failed: {evaluated}", file=sys.stderr)
+        return 1
+
+    cells = {}
+    for arm in ARMS:  # every arm evaluated so far, this run's or an earlier run's
+        for task in (NOVEL, TASK):
+            path = out / "eval" / arm / task / "eval.json"
+            if path.is_file():
+                cells[f"{arm} {task}"] = success_summary(json.loads(path.read_text()))
+    gain = {}
+    for key, c in cells.items():
+        base = cells.get(f"robot_only {key.split()[1]}")
+        if base is not None and not key.startswith("robot_only"):
+            d, lo, hi = newcombe(c["successes"], c["episodes"], base["successes"], base["episodes"])
+            gain[key] = {"points": round(100 * d, 1), "ci95_points": [round(100 * lo, 1), round(100 * hi, 1)]}
+    result = {"demos": args.demos, "human_videos": args.human_videos, "human_fraction": args.human_fraction,
+              "configs": str(args.configs), "rf_steps": args.rf_steps, "cells": cells, "gain": gain,
+              "pseudo_label_quality": pseudo_label_quality(out), "wall_seconds": round(time.monotonic() - t0, 1)}
+    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "result.md").write_text(_markdown(result))
+    print(_markdown(result))
+    return 0
+
+
+def pseudo_label_quality(out: pathlib.Path) -> dict:
+    from clap_train.eval.token_agreement import agreement_stats
+
+    true, pseudo, act = labels.true_and_pseudo(out)
+    stats = agreement_stats(pseudo, true, act.config.codebook_size)
+    return {k: stats[k] for k in ("agreement", "baseline", "permutation", "samples")}
+
+
+def _markdown(result: dict) -> str:
+    lines = [f"# Human videos of an unseen variant ({result['demos']} demonstrations of {TASK}, "
+             f"{result['human_videos']} human-look videos of {NOVEL})", "",
+             "| policy | task (held-out seeds) | success | 95 % CI | mean max reward |",
+             "| --- | --- | ---: | --- | ---: |"]
+    for key, c in result["cells"].items():
+        arm, task = key.split()
+        lines.append(f"| {arm} | {task} | {c['successes']}/{c['episodes']} | {c['ci95'][0]:.2f}-{c['ci95'][1]:.2f} | "
+                     f"{c['mean_max_reward']:.2f} |")
+    lines.append("")
+    for key, g in result["gain"].items():
+        arm, task = key.split()
+        lines.append(f"- {arm} - robot_only on {task}: {g['points']:+.1f} points "
+                     f"(95 % CI {g['ci95_points'][0]:+.1f} to {g['ci95_points'][1]:+.1f})")
+    q = result["pseudo_label_quality"]
+    lines.append(f"- pseudo tokens of the human videos against their true actions' tokens: agreement "
+                 f"{q['agreement']:.3f}, baseline (sum p q) {q['baseline']:.3f} ({q['samples']} frames)")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
