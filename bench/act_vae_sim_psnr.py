@@ -34,6 +34,7 @@ import json
 import math
 import pathlib
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -46,6 +47,7 @@ from clap_train.eval.rate_distortion import (RDPoint, evaluate_per_dim, markdown
                                              rate_of)
 from clap_train.models.act_vae import ActVAE
 from clap_train.train import act_vae as trainer
+from clap_train.train.checkpoint import load_checkpoint
 from clap_train.train.loop import run_loop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -137,6 +139,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1: leaves a core to other jobs)")
     p.add_argument("--episodes", type=pathlib.Path, help="train from this file instead of running clap_sim")
     p.add_argument("--write-episodes", type=pathlib.Path, help="write the episodes to this file and stop")
+    p.add_argument("--checkpoint", type=int, metavar="STEP",
+                   help="measure the run's stored checkpoint of this step instead of training (same flags as the run)")
     p.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "out" / "act_vae_sim")
     a = p.parse_args()
     if a.device == "cpu":
@@ -195,7 +199,11 @@ def train_point(a, nq: int, k: int, space: ActionSpace, train_a, train_p, test_a
     run_dir.mkdir(parents=True, exist_ok=True)
     space.save(run_dir)
     t1 = time.time()
-    result = run_loop(stage, cfg.loop, run_dir, resume=True)
+    if a.checkpoint is not None:  # a mid-run point of a finished or stopped run: measure, do not train
+        state = load_checkpoint(run_dir / "checkpoints" / f"step-{a.checkpoint:08d}", model)
+        result = SimpleNamespace(history=state.get("history", []))
+    else:
+        result = run_loop(stage, cfg.loop, run_dir, resume=True)
     train_s = time.time() - t1
     device = next(model.parameters()).device
     test_chunks = torch.as_tensor(test_a, dtype=torch.float32, device=device)
@@ -213,6 +221,10 @@ def train_point(a, nq: int, k: int, space: ActionSpace, train_a, train_p, test_a
                "perplexity": ppl, "last_train_batch_psnr_db": train_psnr,
                "heldout_mse_by_group": by_group,
                "heldout_psnr_by_group_db": {g: psnr_of(v) for g, v in by_group.items()}}
+    if a.checkpoint is not None:
+        figures["checkpoint_step"] = a.checkpoint
+        (run_dir / f"result_step{a.checkpoint}.json").write_text(json.dumps(figures, indent=1))
+        return figures
     model.save_pretrained(run_dir / "act_vae")  # for the VD-VAE (bench/alignment.py)
     space.save(run_dir / "act_vae")
     (run_dir / "result.json").write_text(json.dumps(figures, indent=1))

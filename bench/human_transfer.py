@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configs", type=pathlib.Path, default=ROOT / "config" / "train" / "closed_loop")
     p.add_argument("--rf-steps", type=int, default=None, help="CLAP-RF stage-2 steps (default: the config's)")
     p.add_argument("--episodes", type=int, default=20, help="held-out episodes per cell")
+    p.add_argument("--seed", type=int, default=0,
+                   help="training seed of the arms (another seed trains into <arm>_s<seed>: a replicate)")
     p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="policies to train (robot_only first)")
     p.add_argument("--no-parallel", dest="parallel", action="store_false", help="train the arms in turn")
     p.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "out" / "human_transfer")
@@ -105,13 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     if failed(timings):
         print(f"human_transfer: a data stage failed: {timings[-1]}", file=sys.stderr)
         return 1
-    rf_set = (f"stage2.steps={args.rf_steps}",) if args.rf_steps else ()
-    with_human = (f"human_fraction={args.human_fraction}",)
-    setups = {"robot_only": (("human_fraction=0",), None), "with_human": (with_human, None),
+    seed = (f"loop.seed={args.seed}",) if args.seed else ()
+    rf_set = ((f"stage2.steps={args.rf_steps}",) if args.rf_steps else ()) + (
+        (f"stage1.seed={args.seed}", f"stage2.seed={args.seed}") if args.seed else ())
+    with_human = (f"human_fraction={args.human_fraction}", *seed)
+    setups = {"robot_only": (("human_fraction=0", *seed), None), "with_human": (with_human, None),
               "with_true_tokens": (with_human, true_token_dataset(out) if "with_true_tokens" in args.arms else None)}
-    arms = [a for a in ARMS if a in args.arms]
-    plans = {arm: demo.policy_stages(out, out / "runs" / arm, args.configs, ntp_set=setups[arm][0], rf_set=rf_set,
-                                     human_ds=setups[arm][1]) for arm in arms}
+    names = {a: a if not args.seed else f"{a}_s{args.seed}" for a in ARMS if a in args.arms}
+    plans = {name: demo.policy_stages(out, out / "runs" / name, args.configs, ntp_set=setups[arm][0], rf_set=rf_set,
+                                      human_ds=setups[arm][1]) for arm, name in names.items()}
+    arms = list(names.values())
     trained = run_side_by_side(plans, env, args.parallel)
     if any(failed(t) for t in trained.values()):
         print(f"human_transfer: a training stage failed: {trained}", file=sys.stderr)
@@ -127,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     cells = {}
-    for arm in ARMS:  # every arm evaluated so far, this run's or an earlier run's
+    for arm_dir in sorted((out / "eval").iterdir()):  # every arm evaluated so far, this run's or an earlier run's
         for task in (NOVEL, TASK):
-            path = out / "eval" / arm / task / "eval.json"
+            path = arm_dir / task / "eval.json"
             if path.is_file():
-                cells[f"{arm} {task}"] = success_summary(json.loads(path.read_text()))
+                cells[f"{arm_dir.name} {task}"] = success_summary(json.loads(path.read_text()))
     gain = {}
     for key, c in cells.items():
         base = cells.get(f"robot_only {key.split()[1]}")
