@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     env = demo.stage_env()
     t0 = time.monotonic()
     timings = demo.run_stages(demo.training_stages(out, args.task, args.demos, args.human_videos, args.configs), env)
-    if any(s.startswith("FAILED") for _, _, s in timings):
+    if demo.failed(timings):
         print(f"closed_loop: a training stage failed: {timings[-1]}", file=sys.stderr)
         return 1
     policy = out / "runs" / "rf" / "policy"
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         dest = out / "curve" / pol.name if pol != policy else out / "curve" / "final"
         stage = demo.eval_stage(f"learning curve {pol.name}", dest, args.task, pol, demo.HELDOUT_SEED,
                                 args.curve_episodes, "--lockstep", "--no-video", *demo.EVAL_EXECUTOR)
-        if any(s.startswith("FAILED") for _, _, s in demo.run_stages([stage], env)):
+        if demo.failed(demo.run_stages([stage], env)):
             return 1
         r = json.loads((dest / "eval.json").read_text())
         curve.append({"policy": str(pol), "point": dest.name, **success_summary(r)})
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                     replan = ("--replan-every", "1") if executor == "temporal_ensemble" else ()
                     stage = demo.eval_stage(f"ladder {mode} {executor} {part}", dest, args.task, policy, seed, n,
                                             "--mode", mode, "--executor", executor, *replan, "--no-video")
-                    if any(s.startswith("FAILED") for _, _, s in demo.run_stages([stage], env)):
+                    if demo.failed(demo.run_stages([stage], env)):
                         return 1
                     result_file = json.loads((dest / "eval.json").read_text())
                     ladder[f"{mode} {executor} {part}"] = success_summary(result_file)

@@ -37,9 +37,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pyarrow as pa
 from clap_sim.eval_report import newcombe, success_summary
-from clap_train.data.pseudo_tokens import write_sidecar
+from clap_train.data.pseudo_tokens import token_table, write_sidecar
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
@@ -70,18 +69,11 @@ def true_token_dataset(out: pathlib.Path) -> pathlib.Path:
     if not (dest / ".labelled").exists():
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(out / "human_dataset", dest, ignore=shutil.ignore_patterns("pseudo_tokens.parquet"))
-        tokens = labels.scripted_tokens(dest, out / "runs" / "act_vae" / "act_vae")
-        keys = sorted(tokens)
-        table = pa.table({"episode_index": pa.array([k[0] for k in keys], pa.int64()),
-                          "frame_index": pa.array([k[1] for k in keys], pa.int64()),
-                          "action_tokens": pa.array([tokens[k][0] for k in keys], pa.list_(pa.int64()))})
+        tokens = labels.scripted_tokens(dest, *labels.load_act_vae(out))
+        table = token_table((e, f, tok) for (e, f), (tok, _) in tokens.items())
         write_sidecar(table, dest, {"source": "true actions of the scripted videos"})
         (dest / ".labelled").write_text(f"{time.time()}\n")
     return dest
-
-
-def failed(timings: list) -> bool:
-    return any(s.startswith("FAILED") for _, _, s in timings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     timings = demo.run_stages(demo.data_stages(out, TASK, args.demos, args.human_videos, args.configs,
                                                human_task=NOVEL), env)
-    if failed(timings):
+    if demo.failed(timings):
         print(f"human_transfer: a data stage failed: {timings[-1]}", file=sys.stderr)
         return 1
     seed = (f"loop.seed={args.seed}",) if args.seed else ()
@@ -118,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                                       human_ds=setups[arm][1]) for arm, name in names.items()}
     arms = list(names.values())
     trained = run_side_by_side(plans, env, args.parallel)
-    if any(failed(t) for t in trained.values()):
+    if any(demo.failed(t) for t in trained.values()):
         print(f"human_transfer: a training stage failed: {trained}", file=sys.stderr)
         return 1
 
@@ -127,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "--lockstep", "--no-video", *demo.EVAL_EXECUTOR)
                    for task in (NOVEL, TASK)] for arm in arms}
     evaluated = run_side_by_side(evals, env, args.parallel)
-    if any(failed(t) for t in evaluated.values()):
+    if any(demo.failed(t) for t in evaluated.values()):
         print(f"human_transfer: an evaluation failed: {evaluated}", file=sys.stderr)
         return 1
 
@@ -143,21 +135,15 @@ def main(argv: list[str] | None = None) -> int:
         if base is not None and not key.startswith("robot_only"):
             d, lo, hi = newcombe(c["successes"], c["episodes"], base["successes"], base["episodes"])
             gain[key] = {"points": round(100 * d, 1), "ci95_points": [round(100 * lo, 1), round(100 * hi, 1)]}
+    q = labels.quality(out)
     result = {"demos": args.demos, "human_videos": args.human_videos, "human_fraction": args.human_fraction,
               "configs": str(args.configs), "rf_steps": args.rf_steps, "cells": cells, "gain": gain,
-              "pseudo_label_quality": pseudo_label_quality(out), "wall_seconds": round(time.monotonic() - t0, 1)}
+              "pseudo_label_quality": {k: q[k] for k in ("agreement", "baseline", "permutation", "samples")},
+              "wall_seconds": round(time.monotonic() - t0, 1)}
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "result.md").write_text(_markdown(result))
     print(_markdown(result))
     return 0
-
-
-def pseudo_label_quality(out: pathlib.Path) -> dict:
-    from clap_train.eval.token_agreement import agreement_stats
-
-    true, pseudo, act = labels.true_and_pseudo(out)
-    stats = agreement_stats(pseudo, true, act.config.codebook_size)
-    return {k: stats[k] for k in ("agreement", "baseline", "permutation", "samples")}
 
 
 def _markdown(result: dict) -> str:

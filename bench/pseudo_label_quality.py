@@ -33,12 +33,11 @@ from clap_train.models.act_vae import ActVAE
 NAME = re.compile(r"(?P<task>.+)_(?P<seed>\d+)\.mp4$")
 
 
-def scripted_tokens(human_ds: pathlib.Path, act_dir: pathlib.Path) -> dict[tuple[int, int], tuple[list[int], bool]]:
+def scripted_tokens(human_ds: pathlib.Path, act: ActVAE,
+                    space: ActionSpace) -> dict[tuple[int, int], tuple[list[int], bool]]:
     """{(episode_index, frame_index): (Act-VAE tokens of the true chunk, whether the chunk is whole)} for
     every frame of a clap_sim human-video dataset. A chunk that runs past the episode's end holds its
     last action (the scripted arm is at rest there)."""
-    act = ActVAE.from_pretrained(act_dir).eval()
-    space = ActionSpace.load(act_dir)
     horizon = act.config.chunk_len
     out = {}
     for index, ep in enumerate(stored_episodes(human_ds)):
@@ -54,14 +53,22 @@ def scripted_tokens(human_ds: pathlib.Path, act_dir: pathlib.Path) -> dict[tuple
     return out
 
 
-def true_and_pseudo(run: pathlib.Path) -> tuple[torch.Tensor, torch.Tensor, ActVAE]:
-    """[N, Nq] Act-VAE tokens of the whole true chunks and the pseudo tokens of the same frames."""
+def load_act_vae(run: pathlib.Path) -> tuple[ActVAE, ActionSpace]:
+    """The run's Act-VAE (OUT/runs/act_vae/act_vae) and its action space."""
     act_dir = run / "runs" / "act_vae" / "act_vae"
+    return ActVAE.from_pretrained(act_dir).eval(), ActionSpace.load(act_dir)
+
+
+def quality(run: pathlib.Path) -> dict:
+    """Agreement of the run's pseudo tokens with the tokens of the true, whole chunks, and its baselines."""
+    act, space = load_act_vae(run)
     pseudo = read_pseudo_tokens(run / "human_dataset")
-    true = scripted_tokens(run / "human_dataset", act_dir)
+    true = scripted_tokens(run / "human_dataset", act, space)
     keys = [k for k, (_, whole) in true.items() if whole and k in pseudo]
-    return (torch.tensor([true[k][0] for k in keys]), torch.tensor([pseudo[k] for k in keys]),
-            ActVAE.from_pretrained(act_dir))
+    stats = agreement_stats(torch.tensor([pseudo[k] for k in keys]), torch.tensor([true[k][0] for k in keys]),
+                            act.config.codebook_size)
+    stats["ratio_to_baseline"] = stats["agreement"] / max(stats["baseline"], 1e-12)
+    return stats
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", type=pathlib.Path, required=True, help="a bench/human_transfer.py or closed_loop.py OUT")
     p.add_argument("--json", type=pathlib.Path, help="also write the result here")
     args = p.parse_args(argv)
-    true, pred, act = true_and_pseudo(args.run)
-    stats = agreement_stats(pred, true, act.config.codebook_size)
-    stats["ratio_to_baseline"] = stats["agreement"] / max(stats["baseline"], 1e-12)
+    stats = quality(args.run)
     print(f"pseudo tokens of {stats['samples']} human-video frames: agreement {stats['agreement']:.3f}, "
           f"baseline (sum p q) {stats['baseline']:.3f}, permutation {stats['permutation']:.3f} "
           f"+- {stats['permutation_std']:.3f}, ratio {stats['ratio_to_baseline']:.2f}x")

@@ -125,6 +125,11 @@ def run_stages(plan: list[Stage], env: dict[str, str]) -> list[tuple[str, float,
     return timings
 
 
+def failed(timings: list[tuple[str, float, str]]) -> bool:
+    """Whether ``run_stages`` stopped at a failed stage."""
+    return any(status.startswith("FAILED") for _, _, status in timings)
+
+
 def stage_env() -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")

@@ -21,6 +21,16 @@ from clap_train.io import atomic_path
 SIDECAR = pathlib.Path("meta") / "pseudo_tokens.parquet"
 
 
+def token_table(rows) -> pa.Table:
+    """The sidecar's columns from ``(episode_index, frame_index, tokens)`` rows, sorted by episode, frame."""
+    rows = sorted(rows, key=lambda r: (r[0], r[1]))
+    return pa.table({
+        "episode_index": pa.array([r[0] for r in rows], pa.int64()),
+        "frame_index": pa.array([r[1] for r in rows], pa.int64()),
+        "action_tokens": pa.array([list(r[2]) for r in rows], pa.list_(pa.int64())),
+    })
+
+
 def write_sidecar(table: pa.Table, root: pathlib.Path, meta: dict[str, str]) -> pathlib.Path:
     path = root / SIDECAR
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **{k: str(v) for k, v in meta.items()}})

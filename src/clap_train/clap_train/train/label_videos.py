@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from clap_train.data.pseudo_tokens import write_sidecar
+from clap_train.data.pseudo_tokens import token_table, write_sidecar
 
 
 def label(model, dataset, batch_size: int = 64, num_workers: int = 0, progress: bool = True) -> pa.Table:
@@ -50,12 +50,7 @@ def label(model, dataset, batch_size: int = 64, num_workers: int = 0, progress: 
                 rows += zip(batch["episode_index"].tolist(), batch["frame_index"].tolist(), toks.cpu().tolist())
     if state.num_processes > 1:
         rows = gather_object(rows)
-    rows.sort(key=lambda r: (r[0], r[1]))
-    return pa.table({
-        "episode_index": pa.array([r[0] for r in rows], pa.int64()),
-        "frame_index": pa.array([r[1] for r in rows], pa.int64()),
-        "action_tokens": pa.array([r[2] for r in rows], pa.list_(pa.int64())),
-    })
+    return token_table(rows)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
