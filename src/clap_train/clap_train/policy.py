@@ -43,7 +43,7 @@ from clap_train.io import atomic_dir
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.flow_head import FlowHead, FlowHeadConfig, RTCGuidance
 from clap_train.models.ntp import ActionVocab, CAMERAS, encode_batch, generate_plan
-from clap_train.models.vlm import VLMProcessor, prompt_features
+from clap_train.models.vlm import VLMProcessor, load_qwen3vl, prompt_features
 
 FORMAT = "clap-policy/1"
 # Largest |normalised action| a prediction may have (the data's q01/q99 map to -1/1).
@@ -138,8 +138,6 @@ class ClapPolicy:
     def load(cls, path: str | pathlib.Path, device: str = "cpu", warmup: bool = True,
              dtype: str | None = None) -> ClapPolicy:
         """Read a policy directory; ``dtype`` defaults to float32 on CPU and bfloat16 on CUDA."""
-        from transformers import Qwen3VLForConditionalGeneration
-
         path = pathlib.Path(path)
         meta_file = path / "policy.json"
         if not meta_file.is_file():
@@ -156,8 +154,7 @@ class ClapPolicy:
             limit_torch_threads(torch)  # a CPU quota smaller than the host (containers, CI)
         tdtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if dev.type == "cuda" else torch.float32)
         processor = VLMProcessor.from_pretrained(path / "vlm", meta.image_size)
-        vlm = Qwen3VLForConditionalGeneration.from_pretrained(str(path / "vlm"), local_files_only=True, dtype=tdtype)
-        vlm.to(dev).eval()
+        vlm = load_qwen3vl(path / "vlm", tdtype).to(dev).eval()
         act_vae = ActVAE.from_pretrained(path / "act_vae").to(dev).eval()
         flow_head = None
         if meta.flow is not None:

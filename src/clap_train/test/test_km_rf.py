@@ -79,6 +79,59 @@ def test_reference_is_frozen_and_gets_no_gradient(act_vae_dir):
     assert model.head.feat_proj.weight.grad.abs().sum() > 0
 
 
+def test_cached_reference_logits_give_the_reference_passs_kl(act_vae_dir):
+    """The KM reference cache (bench/train_speed.py): a sample seen before costs no reference pass, same KL."""
+    import copy
+    import dataclasses
+
+    from clap_train.data.synthetic import SyntheticDataset, collate_samples
+    from clap_train.models.flow_head import FlowHead
+    from clap_train.models.knowledge_matching import ReferenceCache
+    from clap_train.models.pretrained import load_act_vae, load_backbone
+    from clap_train.models.vlm import VLMConfig
+
+    cfg = rf.RFTrainConfig(vlm=VLMConfig(image_size=64, hidden_size=64, layers=2, intermediate_size=128,
+                                         vision_hidden=32, vision_heads=2), alpha=1.0, wrist_dropout=0.5)
+    act_vae = load_act_vae(str(act_vae_dir))
+    vlm, proc, vocab = load_backbone(cfg.vlm, None, 32)
+    reference = copy.deepcopy(vlm).eval()
+    flow = dataclasses.replace(cfg.flow, vlm_hidden=64, feature_layers=[0, 1], d_model=32, layers=1, heads=2)
+    cfg = dataclasses.replace(cfg, flow=flow)
+    model = rf.RFModel(vlm, FlowHead(flow))
+    with torch.no_grad():
+        for p in model.vlm.model.language_model.layers[1].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ds = rf.Indexed(SyntheticDataset(1, image_size=64, episode_len=40))
+    cache = ReferenceCache(max_bytes=2 ** 24)
+
+    def kl(batch, with_cache, config=cfg):
+        torch.manual_seed(0)  # the same wrist dropout, state dropout and flow noise in every call
+        fn = rf.rf_km_loss_fn(proc, vocab, act_vae, reference, config, cache if with_cache else None)
+        return fn(model, batch, 0)[1]["kl"]
+
+    first = collate_samples([ds[i] for i in (0, 5, 9)])
+    direct = kl(first, False)
+    assert direct > 0
+    assert kl(first, True) == pytest.approx(direct, rel=1e-5)  # cold: every sample computed
+    assert (cache.hits, cache.misses) == (0, 3)
+    assert kl(first, True) == pytest.approx(direct, rel=1e-5)  # warm: every sample from the cache
+    assert (cache.hits, cache.misses) == (3, 3)
+    # with all cameras shown (the key is the sample and its cameras): two seen, two new, in another batch
+    all_cameras = dataclasses.replace(cfg, wrist_dropout=0.0)
+    cache = ReferenceCache(max_bytes=2 ** 24)
+    kl(first, True, all_cameras)
+    mixed = collate_samples([ds[i] for i in (5, 20, 0, 31)])
+    assert kl(mixed, True, all_cameras) == pytest.approx(kl(mixed, False, all_cameras), rel=1e-5)
+    assert (cache.hits, cache.misses) == (2, 5)
+    # alpha 0 is direct fine-tuning: no reference pass at all
+    calls = []
+    reference.register_forward_hook(lambda *_: calls.append(1))
+    torch.manual_seed(0)
+    loss, metrics = rf.rf_km_loss_fn(proc, vocab, act_vae, reference, dataclasses.replace(cfg, alpha=0.0))(
+        model, first, 0)
+    assert metrics["kl"] == 0.0 and not calls
+
+
 def test_resume_in_stage_two_reproduces_next_step_loss(tmp_path, act_vae_dir):
     straight = tmp_path / "straight"
     assert runner.run(rf.SPEC, args(straight, act_vae_dir, 2, 5)) == 0

@@ -120,3 +120,53 @@ def test_lora_adapters_train_alone_and_merge_without_changing_outputs():
         assert merge_lora(model) == 3 * 7  # 3 layers x 7 projections
         assert not any("lora" in name for name, _ in model.named_parameters())
         assert torch.allclose(model(input_ids=ids).logits, adapted, atol=1e-4)
+
+
+# -- speed paths that must compute what the library computes (bench/train_speed.py measures them) --
+@pytest.mark.parametrize("size", [64, 224])
+def test_square_frames_take_the_fast_pixel_path_with_the_processors_values(size):
+    _, proc = build_vlm(VLMConfig(image_size=size, **TINY))
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(3)]
+    fast = proc.images_to_pixels(frames)
+    ref = proc.image_processor(images=frames, return_tensors="pt")
+    assert fast["pixel_values"].shape == ref["pixel_values"].shape
+    assert torch.allclose(fast["pixel_values"], ref["pixel_values"], atol=1e-6)
+    assert torch.equal(fast["image_grid_thw"], ref["image_grid_thw"])
+    # a frame of another size goes through the processor (which resizes it)
+    other = proc.images_to_pixels([rng.integers(0, 256, (size + 32, size, 3), dtype=np.uint8)])
+    assert other["pixel_values"].shape[1] == fast["pixel_values"].shape[1]
+
+
+def test_patch_embedding_as_a_matmul_equals_the_convolution(tiny):
+    model, _ = tiny
+    proj = model.model.visual.patch_embed.proj
+    assert type(proj).__name__ == "PatchConv3d"
+    x = torch.randn(40, 3, 2, 16, 16, requires_grad=True)
+    out = proj(x)
+    ref = torch.nn.functional.conv3d(x, proj.weight, proj.bias, stride=proj.stride)
+    assert torch.allclose(out, ref, atol=1e-5)
+    g_fast = torch.autograd.grad(out.square().sum(), [x, proj.weight])
+    g_ref = torch.autograd.grad(ref.square().sum(), [x, proj.weight])
+    for a, b in zip(g_fast, g_ref):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    assert set(dict(model.named_parameters())) >= {"model.visual.patch_embed.proj.weight"}  # same checkpoint keys
+
+
+def test_right_padded_rows_need_no_padding_mask(tiny):
+    """encode_batch right-pads; under causal attention the real tokens' logits do not depend on the mask."""
+    from clap_train.models.ntp import add_action_tokens, encode_batch
+
+    model, proc = build_vlm(VLMConfig(image_size=64, **TINY))
+    vocab = add_action_tokens(model, proc.tokenizer, 8)
+    model.eval()
+    rng = np.random.default_rng(1)
+    images = [[rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(n)] for n in (3, 1, 2)]
+    enc = encode_batch(proc, vocab, images, ["pick up the red cube", "go", "insert the peg, slowly"],
+                       ["lift it", "", "grasp the peg with the left arm"], torch.randint(0, 8, (3, 4)), [True] * 3)
+    real = enc.inputs["attention_mask"].bool()
+    assert not bool(real.all())  # the rows are padded
+    with torch.no_grad():
+        masked = model(**enc.inputs).logits
+        causal = model(**enc.causal_inputs()).logits
+    assert torch.allclose(masked[real], causal[real], atol=1e-6)

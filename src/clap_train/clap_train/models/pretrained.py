@@ -15,7 +15,7 @@ import torch
 from clap_train.config import ConfigError
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.ntp import add_action_tokens
-from clap_train.models.vlm import VLMConfig, VLMProcessor, build_vlm
+from clap_train.models.vlm import VLMConfig, VLMProcessor, build_vlm, load_qwen3vl
 
 
 class Backbone(torch.nn.Module):
@@ -32,13 +32,11 @@ class Backbone(torch.nn.Module):
 def load_backbone(cfg_vlm: VLMConfig, init: str | None, codebook_size: int):
     """(vlm, processor, vocab): from a policy directory, a local Qwen3-VL, or random weights."""
     if init is not None:
-        from transformers import Qwen3VLForConditionalGeneration
-
         root = pathlib.Path(init) / "vlm"
         if not (root / "config.json").is_file():
             raise FileNotFoundError(f"init policy {init} has no vlm/config.json")
         processor = VLMProcessor.from_pretrained(root)
-        vlm = Qwen3VLForConditionalGeneration.from_pretrained(str(root), local_files_only=True, dtype=torch.float32)
+        vlm = load_qwen3vl(root, torch.float32)
         vocab = add_action_tokens(vlm, processor.tokenizer, codebook_size)
         return vlm, processor, vocab
     vlm, processor = build_vlm(cfg_vlm)

@@ -182,13 +182,53 @@ class VLMProcessor:
         self.image_size = int(image_size)
         self.merge_size = int(image_processor.merge_size)
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD)
+        self._text_ids: dict[str, tuple[int, ...]] = {}
+
+    def text_ids(self, text: str) -> tuple[int, ...]:
+        """Token ids of ``text`` (no special tokens added), remembered: training re-encodes a few prompts."""
+        ids = self._text_ids.get(text)
+        if ids is None:
+            ids = tuple(self.tokenizer(text, add_special_tokens=False).input_ids)
+            if len(self._text_ids) < 100_000:
+                self._text_ids[text] = ids
+        return ids
 
     def images_to_pixels(self, images: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
         """HxWx3 uint8 frames (already ``image_size`` square) -> pixel_values, image_grid_thw."""
         if not images:
             raise ValueError("VLMProcessor: at least one image is needed")
+        fast = self._square_frames_to_pixels(images)
+        if fast is not None:
+            return fast
         out = self.image_processor(images=list(images), return_tensors="pt")
         return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+
+    def _square_frames_to_pixels(self, images: Sequence[np.ndarray]) -> dict[str, torch.Tensor] | None:
+        """The image processor's output for uint8 frames already at ``image_size``, for all frames at once.
+
+        Such frames need no resize, so the processor only rescales, normalises and cuts each frame into
+        (merge-ordered) patches, one frame at a time through PIL-sized steps: here it is one vectorised
+        pass, equal to the processor's result (tested). None when a frame is not such a frame.
+        """
+        proc, s = self.image_processor, self.image_size
+        if not all(isinstance(im, np.ndarray) and im.dtype == np.uint8 and im.shape == (s, s, 3) for im in images):
+            return None
+        p, m, t = int(proc.patch_size), int(proc.merge_size), int(proc.temporal_patch_size)
+        if s % (p * m):
+            return None
+        x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()  # [N, C, S, S]
+        if proc.do_rescale:
+            x = x * float(proc.rescale_factor)
+        if proc.do_normalize:
+            mean = torch.tensor(proc.image_mean, dtype=torch.float32)[None, :, None, None]
+            std = torch.tensor(proc.image_std, dtype=torch.float32)[None, :, None, None]
+            x = (x - mean) / std
+        n, c, g = x.shape[0], x.shape[1], s // p
+        x = x.reshape(n, c, g // m, m, p, g // m, m, p).permute(0, 2, 5, 3, 6, 1, 4, 7)  # N, gh, gw, mh, mw, C, ph, pw
+        x = x[:, :, :, :, :, :, None].expand(*x.shape[:6], t, p, p)
+        pixels = x.reshape(n * g * g, c * t * p * p).contiguous()
+        grid = torch.tensor([[1, g, g]] * n, dtype=torch.long)
+        return {"pixel_values": pixels, "image_grid_thw": grid}
 
     def tokens_per_image(self, grid_thw: torch.Tensor) -> list[int]:
         return [int(t * h * w) // (self.merge_size ** 2) for t, h, w in grid_thw.tolist()]
@@ -235,15 +275,53 @@ class VLMProcessor:
         return cls(tokenizer, image_processor, image_size)
 
 
+class PatchConv3d(torch.nn.Conv3d):
+    """The vision tower's patch embedding, computed as the one matmul it is.
+
+    Qwen3-VL embeds each flattened (temporal x patch x patch) pixel patch with a Conv3d whose kernel
+    equals its stride and its input: one output per patch, i.e. ``x.flatten(1) @ W.flatten(1).T + b``.
+    On CPU, oneDNN's convolution (and above all its backward) takes ~10x the time of that matmul.
+    Same parameters and state-dict keys as the Conv3d it replaces; other inputs take the convolution.
+    """
+
+    @classmethod
+    def from_conv(cls, conv: torch.nn.Conv3d) -> PatchConv3d:
+        new = cls.__new__(cls)
+        new.__dict__.update(conv.__dict__)  # the same parameters (shared, not copied), hooks and settings
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (tuple(x.shape[2:]) != tuple(self.kernel_size) or tuple(self.stride) != tuple(self.kernel_size)
+                or self.groups != 1 or any(self.padding)):
+            return super().forward(x)
+        out = torch.nn.functional.linear(x.reshape(x.shape[0], -1), self.weight.reshape(self.out_channels, -1),
+                                         self.bias)
+        return out[:, :, None, None, None]
+
+
+def fast_patch_embedding(model):
+    """Swap the vision tower's patch Conv3d for ``PatchConv3d`` (in place; the weights are kept)."""
+    embed = model.model.visual.patch_embed
+    if not isinstance(embed.proj, PatchConv3d):
+        embed.proj = PatchConv3d.from_conv(embed.proj)
+    return model
+
+
+def load_qwen3vl(directory: str | pathlib.Path, dtype: torch.dtype = torch.float32):
+    """A saved Qwen3-VL (``Qwen3VLForConditionalGeneration``) from a local directory, nothing downloaded."""
+    from transformers import Qwen3VLForConditionalGeneration
+
+    return fast_patch_embedding(Qwen3VLForConditionalGeneration.from_pretrained(
+        str(directory), local_files_only=True, dtype=dtype))
+
+
 def build_vlm(cfg: VLMConfig, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
     """(model, processor) for ``cfg``: a local pretrained directory, or random weights of a given shape."""
     from transformers import Qwen3VLForConditionalGeneration
 
     if cfg.pretrained is not None:
         processor = VLMProcessor.from_pretrained(cfg.pretrained, cfg.image_size)
-        model = Qwen3VLForConditionalGeneration.from_pretrained(
-            cfg.pretrained, local_files_only=True, dtype=dtype).to(device)
-        return model, processor
+        return load_qwen3vl(cfg.pretrained, dtype).to(device), processor
     tokenizer = build_tokenizer()
     processor = VLMProcessor(tokenizer, build_image_processor(cfg), cfg.image_size)
     config = (arch_qwen3vl_config(cfg.arch_config, tokenizer) if cfg.arch_config is not None
@@ -256,7 +334,7 @@ def build_vlm(cfg: VLMConfig, dtype: torch.dtype = torch.float32, device: str | 
             model = Qwen3VLForConditionalGeneration(config)
     finally:
         torch.set_default_dtype(previous)
-    return model.to(dtype), processor
+    return fast_patch_embedding(model.to(dtype)), processor
 
 
 def text_layers(model) -> torch.nn.ModuleList:

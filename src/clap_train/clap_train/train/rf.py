@@ -33,8 +33,8 @@ from clap_train.data.action_space import ActionSpace, load_action_space
 from clap_train.data.sources import Sources, open_mixed
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.flow_head import FlowHead, FlowHeadConfig, default_feature_layers
-from clap_train.models.knowledge_matching import reverse_kl
-from clap_train.models.ntp import action_logits, batch_codes, batch_images, encode_batch, ntp_loss_fn
+from clap_train.models.knowledge_matching import ReferenceCache, reverse_kl
+from clap_train.models.ntp import action_logits, batch_codes, batch_images, encode_batch, kept_cameras, ntp_loss_fn
 from clap_train.models.pretrained import Backbone, load_act_vae, load_backbone
 from clap_train.models.vlm import (
     LORA_TARGETS, VLMConfig, VLMProcessor, add_lora, capture_layers, hidden_size, merge_lora, num_text_layers,
@@ -57,6 +57,7 @@ class RFTrainConfig:
     flow: FlowHeadConfig = dataclasses.field(default_factory=FlowHeadConfig)
     feature_layers: list[int] | None = None  # VLM layers the head fuses; None = an early and a middle layer
     alpha: float = 0.005  # KM weight
+    km_cache_mb: int = 1024  # memory for the frozen reference's logits of samples seen before (0: no cache)
     finetune: Literal["full", "lora", "frozen"] = "full"
     lora_rank: int = 16
     lora_alpha: float = 32.0
@@ -75,6 +76,8 @@ class RFTrainConfig:
     def __post_init__(self) -> None:
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
+        if self.km_cache_mb < 0:
+            raise ValueError(f"km_cache_mb must be >= 0, got {self.km_cache_mb}")
         for name in ("state_dropout", "wrist_dropout", "human_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -109,28 +112,65 @@ class RFModel(torch.nn.Module):
         return logits, l_rf
 
 
-def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig):
-    """L_RF + alpha * reverse KL to the frozen reference over the robot action-token positions."""
+def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cache: ReferenceCache | None = None):
+    """L_RF + alpha * reverse KL to the frozen reference over the robot action-token positions.
+
+    With ``cache`` (batches carry ``sample_index``), the reference runs only on samples whose logits
+    it has not computed before for the same cameras; with alpha 0 it does not run at all.
+    """
+    def reference_logits(batch, enc, frames, kept, codes, has, dev) -> torch.Tensor:
+        if cache is None:
+            return action_logits(reference(**enc.causal_inputs()).logits, enc)
+        keys = [(int(i), k) for i, k in zip(batch["sample_index"].tolist(), kept)]
+        found = cache.lookup(keys)
+        miss = [b for b, f in enumerate(found) if f is None]
+        if miss:
+            sub = enc if len(miss) == len(keys) else encode_batch(
+                processor, vocab, [frames[b] for b in miss], [batch["instruction"][b] for b in miss],
+                [batch["subtask"][b] for b in miss], codes[miss].cpu(), [bool(has[b]) for b in miss]).to(dev)
+            fresh = action_logits(reference(**sub.causal_inputs()).logits, sub)
+            for b, part in zip(miss, fresh.split(sub.action_mask[:, 1:].sum(1).tolist())):
+                found[b] = part
+                cache.store(keys[b], part)
+        return torch.cat([f.to(dev, torch.float32) for f in found])
+
     def loss_fn(model: torch.nn.Module, batch: dict[str, Any], step: int):
         dev = batch["action"].device
         if next(reference.parameters()).device != dev:  # frozen: bf16 on GPUs halves its memory
             reference.to(dev, dtype=torch.bfloat16 if dev.type == "cuda" else None)
         with record_function("encode"):
             codes, has = batch_codes(act_vae, batch)
-            enc = encode_batch(processor, vocab, batch_images(batch, cfg.wrist_dropout), batch["instruction"],
-                               batch["subtask"], codes.cpu(), has.tolist()).to(dev)
+            kept = kept_cameras(batch, cfg.wrist_dropout)
+            frames = batch_images(batch, kept=kept)
+            enc = encode_batch(processor, vocab, frames, batch["instruction"], batch["subtask"], codes.cpu(),
+                               has.tolist()).to(dev)
         keep = torch.rand(batch["state"].shape[0], device=dev) >= cfg.state_dropout
         state = batch["state"]
         if cfg.state_noise > 0:  # the state says roughly where the arms are; the images must say exactly
             state = state + cfg.state_noise * torch.randn_like(state)
-        logits, l_rf = model(enc.inputs, enc.prompt_mask, batch["action"], state, batch["action_pad"], keep)
+        logits, l_rf = model(enc.causal_inputs(), enc.prompt_mask, batch["action"], state, batch["action_pad"], keep)
+        if cfg.alpha == 0:  # direct fine-tuning: no reference pass
+            return l_rf, {"rf_loss": float(l_rf.detach()), "kl": 0.0}
         with torch.no_grad(), record_function("km_reference"):
-            ref_logits = reference(**enc.inputs).logits
-        kl = reverse_kl(action_logits(logits, enc), action_logits(ref_logits, enc))
+            ref = reference_logits(batch, enc, frames, kept, codes, has, dev)
+        kl = reverse_kl(action_logits(logits, enc), ref)
         loss = l_rf + cfg.alpha * kl
         return loss, {"rf_loss": float(l_rf.detach()), "kl": float(kl.detach())}
 
     return loss_fn
+
+
+class Indexed(torch.utils.data.Dataset):
+    """A dataset whose samples also carry their index (``sample_index``: the KM reference cache's key)."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.base[i], "sample_index": int(i)}
 
 
 def robot_only(dataset):
@@ -205,8 +245,9 @@ def train(job: Prepared, options: RunOptions) -> int:
         if cfg.export_every and step % cfg.export_every == 0 and step < cfg.stage2.steps and is_main_process():
             save_policy(run_dir / "exports" / f"step-{step:06d}", meta, m.vlm, processor, act_vae, space, m.head)
 
-    s2 = Stage(name="rf_stage2", model=model, dataset=robot_only(job.dataset), collate_fn=collate_samples,
-               loss_fn=rf_km_loss_fn(processor, vocab, act_vae, reference, cfg), param_groups=groups,
+    cache = ReferenceCache(cfg.km_cache_mb * 2 ** 20) if cfg.km_cache_mb > 0 else None
+    s2 = Stage(name="rf_stage2", model=model, dataset=Indexed(robot_only(job.dataset)), collate_fn=collate_samples,
+               loss_fn=rf_km_loss_fn(processor, vocab, act_vae, reference, cfg, cache), param_groups=groups,
                after_step=export_intermediate)
     r2 = run_loop(s2, cfg.stage2, run_dir / "stage2", resume=options.resume, progress=progress, stop_after=stop2)
     if r2.final_step < cfg.stage2.steps:
