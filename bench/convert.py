@@ -18,9 +18,9 @@ import tempfile
 import time
 
 from clap_train.data.contract import load_contract
-from clap_train.data.convert import convert_bags
+from clap_train.data.recording.convert import convert_bags
 from clap_train.data.images import message_to_rgb
-from clap_train.data.synthetic_bag import CameraSetup, write_bag
+from clap_train.data.recording.synthetic_bag import CameraSetup, write_bag
 
 
 def cpu_seconds() -> float:
@@ -33,7 +33,7 @@ def raw_read_decode(bag: pathlib.Path, contract) -> tuple[int, float]:
     """Read every camera message with rosbags, deserialise it and convert it to RGB."""
     from rosbags.rosbag2 import Reader
 
-    from clap_train.data.bagread import make_typestore
+    from clap_train.data.recording.bagread import make_typestore
 
     topics = {c.topic for c in contract.cameras}
     t0 = time.perf_counter()

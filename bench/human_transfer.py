@@ -38,7 +38,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from clap_sim.eval_report import newcombe, success_summary
-from clap_train.data.pseudo_tokens import token_table, write_sidecar
+from clap_train.data.samples.pseudo_tokens import token_table, write_sidecar
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")

@@ -24,9 +24,9 @@ import torch
 
 from clap_sim.scripted import scripted_trajectory
 from clap_sim.tasks import make_task
-from clap_train.data.action_space import ActionSpace
-from clap_train.data.lerobot_format import stored_episodes
-from clap_train.data.pseudo_tokens import read_pseudo_tokens
+from clap_train.data.samples.action_space import ActionSpace
+from clap_train.data.recording.lerobot_format import stored_episodes
+from clap_train.data.samples.pseudo_tokens import read_pseudo_tokens
 from clap_train.eval.token_agreement import agreement_stats
 from clap_train.models.act_vae import ActVAE
 

@@ -17,10 +17,10 @@ import time
 import numpy as np
 import pytest
 from clap_msgs.msg import ActionChunk
-from clap_train.data.align import align_episode
-from clap_train.data.bagread import iter_images, read_bag
+from clap_train.data.recording.align import align_episode
+from clap_train.data.recording.bagread import iter_images, read_bag
 from clap_train.data.contract import load_contract
-from clap_train.data.synthetic_bag import CameraSetup, write_bag
+from clap_train.data.recording.synthetic_bag import CameraSetup, write_bag
 from clap_train.policy import ClapPolicy
 from clap_train.testing import make_tiny_policy
 from ros_harness import OUTPUTS, make_checker, start_policy_node, stop_process, write_contract

@@ -48,7 +48,7 @@ def test_rf_trains_with_km_and_exports_an_rf_policy(tmp_path, act_vae_dir):
 
 
 def test_reference_is_frozen_and_gets_no_gradient(act_vae_dir):
-    from clap_train.data.synthetic import SyntheticDataset, collate_samples
+    from clap_train.data.recording.synthetic import SyntheticDataset, collate_samples
     from clap_train.models.flow_head import FlowHead
     from clap_train.models.vlm import VLMConfig
     from clap_train.models.pretrained import load_act_vae, load_backbone
@@ -138,8 +138,8 @@ def test_kill_9_in_stage_two_then_resume(tmp_path, act_vae_dir, sigkill_after_ch
 def test_pipeline_on_a_converted_lerobot_dataset(tmp_path, act_vae_dir):
     """rosbag2 -> clap convert -> clap train ntp -> clap train rf -> ClapPolicy, on real files."""
     from clap_train.data.contract import load_contract
-    from clap_train.data.convert import convert_bags
-    from clap_train.data.synthetic_bag import CameraSetup, write_bag
+    from clap_train.data.recording.convert import convert_bags
+    from clap_train.data.recording.synthetic_bag import CameraSetup, write_bag
     from clap_train.train import ntp as ntp_train
 
     cams = {n: CameraSetup("rgb8", 48, 64) for n in ("head", "left_wrist", "right_wrist")}

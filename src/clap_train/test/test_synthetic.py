@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from clap_train.data.layout import DEFAULT_LAYOUT
-from clap_train.data.synthetic import (
+from clap_train.data.recording.synthetic import (
     CAMERAS, SyntheticDataset, chunk_unwrap, collate_samples, make_episode, render,
 )
 

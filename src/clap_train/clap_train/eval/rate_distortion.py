@@ -82,7 +82,7 @@ def evaluate(model: ActVAE, chunks: torch.Tensor, pads: torch.Tensor | None = No
 
 def heldout_chunks(dataset, limit: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack up to ``limit`` evenly spaced (action, action_pad) items of a contract-3 dataset."""
-    from clap_train.data.sources import ActionChunks
+    from clap_train.data.samples.sources import ActionChunks
 
     items = ActionChunks(dataset)
     step = max(1, len(items) // limit)
@@ -143,7 +143,7 @@ def sweep(grid: Sequence[tuple[int, int]], config: pathlib.Path | None, out: pat
           heldout: int = 16, progress: bool = False) -> list[RDPoint]:
     from clap_train.cli import main as clap
     from clap_train.config import read_yaml
-    from clap_train.data.sources import open_dataset
+    from clap_train.data.samples.sources import open_dataset
 
     points = []
     eval_chunks = None
@@ -162,7 +162,7 @@ def sweep(grid: Sequence[tuple[int, int]], config: pathlib.Path | None, out: pat
         ran = read_yaml(run_dir / "config.yaml")  # the training config as it ran
         chunk_len = int(ran["model"]["chunk_len"])
         if eval_chunks is None:
-            from clap_train.data.action_space import load_action_space
+            from clap_train.data.samples.action_space import load_action_space
 
             stats = json.loads((run_dir / "act_vae" / "stats.json").read_text())
             space = load_action_space(run_dir / "act_vae")

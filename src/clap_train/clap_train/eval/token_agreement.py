@@ -81,7 +81,7 @@ def retrieval_stats(anchors: torch.Tensor, positives: torch.Tensor, groups: int 
 @torch.no_grad()
 def vd_and_true_latents(model, dataset, batch_size: int = 64, limit: int | None = None):
     """(VD-VAE latents z_v,a, Act-VAE latents E_act(a)) [N, Nq, D] of the unpadded robot samples of ``dataset``."""
-    from clap_train.data.dataset import collate_samples
+    from clap_train.data.samples.dataset import collate_samples
 
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples)
@@ -143,14 +143,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clap_train.models.vd_vae import VDVAE
-    from clap_train.data.sources import open_dataset
+    from clap_train.data.samples.sources import open_dataset
 
     try:
         model = VDVAE.from_pretrained(args.vd_vae)
         act = model.act_vae.config
         stats_path = args.stats or (args.vd_vae / "stats.json")
         stats = json.loads(stats_path.read_text()) if stats_path.is_file() else None
-        from clap_train.data.action_space import load_action_space
+        from clap_train.data.samples.action_space import load_action_space
 
         ds, _ = open_dataset(args.dataset, args.synthetic, act.chunk_len, act.chunk_len, model.config.image_size,
                              seed=args.seed, episode_len=args.episode_len, stats=stats,

@@ -6,7 +6,7 @@ The codebook has its own learning rate (a separate optimiser param group). Codeb
 logged every step (perplexity, dead codes) and dead codes are re-seeded from recent encoder
 outputs every ``reseed_every`` steps, because a collapsed codebook silently ruins every later
 stage. Before training the stage fits the action space (``actions``: ``relative`` per-arm deltas to
-the state, or ``absolute`` poses; see data/action_space.py) on the dataset; every later stage and
+the state, or ``absolute`` poses; see data/samples/action_space.py) on the dataset; every later stage and
 the deployed policy use that space. At the end the model is exported to ``RUN_DIR/act_vae``
 (config.json, model.safetensors, action_space.json, and the dataset's stats.json).
 
@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from clap_train.data.action_space import REPRESENTATIONS, ActionSpace, fit_action_space
-from clap_train.data.sources import ActionChunks, Sources, open_dataset
+from clap_train.data.samples.action_space import REPRESENTATIONS, ActionSpace, fit_action_space
+from clap_train.data.samples.sources import ActionChunks, Sources, open_dataset
 from clap_train.io import atomic_write_text
 from clap_train.models.act_vae import ActVAE, ActVAEConfig
 from clap_train.train.loop import LoopConfig, Stage, global_share, is_main_process, run_loop, unwrap

@@ -22,8 +22,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from clap_train.data.action_space import ActionSpace, load_action_space
-from clap_train.data.sources import Sources, open_mixed
+from clap_train.data.samples.action_space import ActionSpace, load_action_space
+from clap_train.data.samples.sources import Sources, open_mixed
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.ntp import ntp_loss_fn
 from clap_train.models.pretrained import Backbone, load_act_vae, load_backbone
@@ -75,7 +75,7 @@ def prepare(cfg: NTPTrainConfig, sources: Sources, options: RunOptions) -> Prepa
 
 
 def train(job: Prepared, options: RunOptions) -> int:
-    from clap_train.data.dataset import collate_samples
+    from clap_train.data.samples.dataset import collate_samples
     from clap_train.policy import PolicyMeta, save_policy
 
     cfg, act_vae = job.cfg, job.act_vae

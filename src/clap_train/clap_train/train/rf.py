@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 import torch
 
-from clap_train.data.action_space import ActionSpace, load_action_space
-from clap_train.data.sources import Sources, open_mixed
+from clap_train.data.samples.action_space import ActionSpace, load_action_space
+from clap_train.data.samples.sources import Sources, open_mixed
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.flow_head import FlowHead, FlowHeadConfig, default_feature_layers
 from clap_train.models.knowledge_matching import reverse_kl
@@ -157,7 +157,7 @@ def prepare(cfg: RFTrainConfig, sources: Sources, options: RunOptions) -> Prepar
 
 
 def train(job: Prepared, options: RunOptions) -> int:
-    from clap_train.data.dataset import collate_samples
+    from clap_train.data.samples.dataset import collate_samples
     from clap_train.policy import PolicyMeta, save_policy
 
     cfg, act_vae, space, run_dir, progress = job.cfg, job.act_vae, job.space, options.run_dir, options.progress

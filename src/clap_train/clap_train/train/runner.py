@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from clap_train.config import ConfigError, load_config, save_config
-from clap_train.data.sources import Sources
+from clap_train.data.samples.sources import Sources
 from clap_train.train.loop import is_main_process
 
 

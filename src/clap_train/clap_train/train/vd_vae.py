@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from clap_train.config import ConfigError
-from clap_train.data.action_space import ActionSpace, load_action_space
-from clap_train.data.sources import Sources, open_dataset
+from clap_train.data.samples.action_space import ActionSpace, load_action_space
+from clap_train.data.samples.sources import Sources, open_dataset
 from clap_train.io import atomic_write_text
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.vd_vae import VDVAE, VDVAEConfig
@@ -123,7 +123,7 @@ def make_stage(model: VDVAE, dataset, collate, cfg: VDVAETrainConfig) -> Stage:
 
 def build_data(cfg: VDVAETrainConfig, act: ActVAE, dataset: str | None, synthetic: int | None,
                human_dataset: str | None, stats: dict[str, Any] | None = None, space=None):
-    from clap_train.data.dataset import MixedDataset
+    from clap_train.data.samples.dataset import MixedDataset
 
     common = dict(chunk_len=act.config.chunk_len, future_offset=cfg.future_offset, image_size=cfg.model.image_size,
                   episode_len=cfg.synthetic_episode_len)
@@ -165,7 +165,7 @@ def prepare(cfg: VDVAETrainConfig, sources: Sources, options: RunOptions) -> Pre
 
 
 def train(job: Prepared, options: RunOptions) -> int:
-    from clap_train.data.dataset import collate_samples
+    from clap_train.data.samples.dataset import collate_samples
 
     cfg = job.cfg
     torch.manual_seed(cfg.loop.seed)

@@ -17,7 +17,7 @@ both from a seed, in numpy only, so tests, demos and benchmarks run before any r
   ``look="human"`` draws the same motion differently (striped background, skin-coloured hands):
   the "human video" variant.
 - ``SyntheticDataset``: yields training samples in the format of contract 3 (the same dict as
-  ``clap_train.data.dataset.ClapDataset``); ``human=True`` gives human samples (head camera only,
+  ``clap_train.data.samples.dataset.ClapDataset``); ``human=True`` gives human samples (head camera only,
   zero actions and state, ``action_pad`` all True, ``is_robot`` False;
     ``chunk(i)`` still gives the true motion for evaluation). ``collate_samples`` stacks them.
 
@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from clap_train.data.action_space import ActionSpace
+from clap_train.data.samples.action_space import ActionSpace
 from clap_train.data.layout import DEFAULT_LAYOUT as LAYOUT
-from clap_train.data.normalize import Normalizer
+from clap_train.data.samples.normalize import Normalizer
 
 FPS = 30
 CAMERAS = ("head", "left_wrist", "right_wrist")
@@ -252,7 +252,7 @@ def render(episode: Episode, t: int, camera: str = "head", size: int = 64, look:
 
 # ------------------------------------------------------------------------------------------------
 # statistics (meta/stats.json format: per key min/max/mean/std/q01/q99); normalisation is the
-# project's clap_train.data.normalize.Normalizer
+# project's clap_train.data.samples.normalize.Normalizer
 
 
 def chunk_unwrap(chunk: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@
 * ``future_head``: the head frame at t + future_offset (clamped to the episode's last frame), for
   the video model;
 * ``action``: float32 [chunk_len, 14], actions t .. t+chunk_len-1 in the model's action space
-  (``action_space``, an :class:`~clap_train.data.action_space.ActionSpace`; default: absolute
+  (``action_space``, an :class:`~clap_train.data.samples.action_space.ActionSpace`; default: absolute
   poses normalised with the dataset's q01/q99 from meta/stats.json), padded past the episode end
   by repeating the last action, ``action_pad`` bool [chunk_len] (True = padding); ``state``
   float32 [14] normalised; Euler angles are put on the branch where the state at t lies in
@@ -16,7 +16,7 @@
 * human-video datasets (no action feature): action and state zeros, action_pad all True;
 * ``is_robot``, ``instruction``, ``subtask``, ``episode_index``, ``frame_index``.
 
-Frames come from a :class:`~clap_train.data.frame_cache.FrameCache` (every frame decoded once at
+Frames come from a :class:`~clap_train.data.samples.frame_cache.FrameCache` (every frame decoded once at
 the training size and memory-mapped; built on the first image read, rebuilt when the dataset
 changes). With ``frame_cache=False`` each frame is decoded on demand: the converter writes H.264
 with a keyframe every 8 frames, and :class:`~clap_train.data.video.VideoFrameReader` seeks to the
@@ -37,12 +37,12 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
-from clap_train.data.action_space import ActionSpace
-from clap_train.data.align import canonical_branch
-from clap_train.data.frame_cache import FrameCache
+from clap_train.data.samples.action_space import ActionSpace
+from clap_train.data.rotations import canonical_branch
+from clap_train.data.samples.frame_cache import FrameCache
 from clap_train.data.images import resize_rgb
 from clap_train.data.layout import ActionLayout
-from clap_train.data.normalize import Normalizer
+from clap_train.data.samples.normalize import Normalizer
 from clap_train.data.video import VideoFrameReader
 
 CAMERAS = ("head", "left_wrist", "right_wrist")

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from clap_train.config import ConfigError
-from clap_train.data.action_space import ActionSpace
+from clap_train.data.samples.action_space import ActionSpace
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +72,7 @@ def _open_dataset(dataset, synthetic, chunk_len, future_offset, image_size, *, i
     if (dataset is None) == (synthetic is None):
         raise ConfigError("give exactly one of --dataset DIR or --synthetic N")
     if synthetic is not None:
-        from clap_train.data.synthetic import SyntheticDataset
+        from clap_train.data.recording.synthetic import SyntheticDataset
 
         ds = SyntheticDataset(synthetic, seed=seed, episode_len=episode_len, chunk_len=chunk_len,
                               future_offset=future_offset, image_size=image_size, images=images, human=human,
@@ -81,7 +81,7 @@ def _open_dataset(dataset, synthetic, chunk_len, future_offset, image_size, *, i
     root = pathlib.Path(dataset)
     if not (root / "meta" / "info.json").is_file():
         raise FileNotFoundError(f"{root} is not a LeRobot dataset (no meta/info.json)")
-    from clap_train.data.dataset import ClapDataset
+    from clap_train.data.samples.dataset import ClapDataset
 
     ds = ClapDataset(root, chunk_len=chunk_len, future_offset=future_offset, image_size=image_size,
                      load_images=images, progress=progress)
@@ -119,8 +119,8 @@ def open_mixed(sources: Sources, cfg: Any, chunk_len: int, image_size: int, num_
     A human dataset's VD-VAE pseudo tokens come from its ``meta/pseudo_tokens.parquet`` sidecar
     (``clap label-videos``); without one its samples train on their subtask text only.
     """
-    from clap_train.data.dataset import MixedDataset
-    from clap_train.data.pseudo_tokens import SIDECAR, WithPseudoTokens
+    from clap_train.data.samples.dataset import MixedDataset
+    from clap_train.data.samples.pseudo_tokens import SIDECAR, WithPseudoTokens
 
     robot, stats = open_dataset(sources.dataset, sources.synthetic, chunk_len, image_size=image_size,
                                 episode_len=cfg.synthetic_episode_len, seed=cfg.synthetic_seed, action_space=space,
