@@ -143,6 +143,7 @@ def sweep(grid: Sequence[tuple[int, int]], config: pathlib.Path | None, out: pat
           heldout: int = 16, progress: bool = False) -> list[RDPoint]:
     from clap_train.cli import main as clap
     from clap_train.config import read_yaml
+    from clap_train.data.recording.synthetic import synthetic_dataset
     from clap_train.data.samples.sources import open_dataset
 
     points = []
@@ -167,10 +168,11 @@ def sweep(grid: Sequence[tuple[int, int]], config: pathlib.Path | None, out: pat
             stats = json.loads((run_dir / "act_vae" / "stats.json").read_text())
             space = load_action_space(run_dir / "act_vae")
             if synthetic is not None:  # held-out episodes: another seed, the training normalisation
-                ds, _ = open_dataset(None, heldout, chunk_len, images=False, episode_len=ran["synthetic_episode_len"],
-                                     seed=int(ran["synthetic_seed"]) + 9_973, stats=stats, action_space=space)
+                path = synthetic_dataset(heldout, seed=int(ran["synthetic_seed"]) + 9_973,
+                                         episode_len=ran["synthetic_episode_len"], image_size=None)
+                ds = open_dataset(path, chunk_len, images=False, stats=stats, action_space=space)
             else:
-                ds, _ = open_dataset(dataset, None, chunk_len, images=False, action_space=space)
+                ds = open_dataset(dataset, chunk_len, images=False, action_space=space)
             eval_chunks = heldout_chunks(ds)
         mse, ppl = evaluate(model, *eval_chunks)
         points.append(RDPoint(nq, k, mse, psnr_of(mse), rate_of(nq, k, mse, chunk_len, rate_dim), ppl))

@@ -67,8 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clap_train.models.vd_vae import VDVAE
+    from clap_train.data.recording.synthetic import synthetic_dataset
     from clap_train.data.samples.sources import open_dataset
+    from clap_train.models.vd_vae import VDVAE
 
     try:
         device = args.device
@@ -80,11 +81,11 @@ def run(args: argparse.Namespace) -> int:
             if args.out is None:
                 raise ValueError("--synthetic needs --out DIR")
             root = args.out
-            ds, _ = open_dataset(None, args.synthetic, act.chunk_len, act.chunk_len, cfg.image_size, human=True,
-                                 seed=424_242, episode_len=args.episode_len)
+            videos = synthetic_dataset(args.synthetic, seed=424_242, episode_len=args.episode_len,
+                                       image_size=cfg.image_size, human=True)
         else:
-            root = args.dataset
-            ds, _ = open_dataset(str(root), None, act.chunk_len, act.chunk_len, cfg.image_size)
+            root = videos = args.dataset
+        ds = open_dataset(videos, act.chunk_len, act.chunk_len, cfg.image_size, progress=not args.no_progress)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"clap label-videos: {exc}", file=sys.stderr)
         return 2
