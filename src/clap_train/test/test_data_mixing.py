@@ -171,8 +171,9 @@ def test_every_stage_trains_on_several_robot_and_human_datasets(data, tmp_path, 
     mix = ["--dataset", str(data["a"]), "--dataset", str(data["b"]), "--set",
            f'human_datasets=[{{path: "{labelled}", weight: 2}}, {{path: "{data["h2"]}"}}]']
     runs = {
-        "vd-vae": (vd_vae.SPEC, TINY / "vd_vae.yaml", [f"act_vae={act_vae_dir}", "loop.steps=2", "loop.batch_size=4",
-                                                      "loop.warmup_steps=0", "feature_cache=true"]),
+        "vd-vae": (vd_vae.SPEC, TINY / "vd_vae.yaml", [f"act_vae={act_vae_dir}", "loop.steps=2",
+                                                       "loop.batch_size=4", "loop.warmup_steps=0",
+                                                       "feature_cache=true"]),
         "ntp": (ntp.SPEC, TINY / "ntp.yaml", [f"act_vae={act_vae_dir}", "loop.steps=2", "loop.batch_size=4",
                                               "loop.warmup_steps=0", "human_fraction=0.5"]),
         "rf": (rf.SPEC, TINY / "rf.yaml", [f"act_vae={act_vae_dir}", "stage1.steps=1", "stage2.steps=1",
@@ -188,9 +189,8 @@ def test_every_stage_trains_on_several_robot_and_human_datasets(data, tmp_path, 
     assert (tmp_path / "vd-vae" / "vd_vae" / "config.json").is_file()
     assert (tmp_path / "rf" / "policy").is_dir()
     # the labelled human dataset's tokens reach the NTP batches; the other's samples have none
-    cfg = load_config(ntp.NTPTrainConfig, TINY / "ntp.yaml", [f"act_vae={act_vae_dir}", "human_fraction=0.5",
-                                                               *[f"human_datasets=[{{path: '{labelled}'}}, "
-                                                                 f"{{path: '{data['h2']}'}}]"]])
+    humans = f"human_datasets=[{{path: '{labelled}'}}, {{path: '{data['h2']}'}}]"
+    cfg = load_config(ntp.NTPTrainConfig, TINY / "ntp.yaml", [f"act_vae={act_vae_dir}", "human_fraction=0.5", humans])
     sources = Sources(robot=(DatasetEntry(str(data["a"])),), human=tuple(cfg.human_datasets))
     job = ntp.prepare(cfg, sources, runner.RunOptions(run_dir=tmp_path / "x", progress=False))
     tokens = read_pseudo_tokens(labelled)

@@ -4,12 +4,12 @@ Needs a trained Act-VAE (the config key ``act_vae``, e.g. ``--set act_vae=DIR``:
 ``clap train act-vae`` exports); its codebook stays frozen (bit-identical before and after). Batches
 mix robot samples (``--dataset DIR``, the config's ``datasets``, or ``--synthetic N``) and
 human-video samples (``--human-dataset DIR``, ``human_datasets``, or with ``--synthetic`` the same
-number of synthetic human episodes) with ``human_fraction`` (data/samples/mixing.py). The EMA teacher is updated after every
-optimiser step. ``feature_cache: true`` keeps frozen-backbone features in memory (keyed by source,
-dataset, episode and frame), which pays off for real DINO backbones: the clean frames, which the teacher,
-the Act-VAE positive and the reconstruction target use, go through the backbone once; with
-``aug: image`` only the online branch's augmented frames are computed each step. The model is exported to
-``RUN_DIR/vd_vae`` at the end.
+number of synthetic human episodes) with ``human_fraction`` (data/samples/mixing.py). The EMA
+teacher is updated after every optimiser step. ``feature_cache: true`` keeps frozen-backbone
+features in memory (keyed by source, dataset, episode and frame), which pays off for real DINO
+backbones: the clean frames, which the teacher, the Act-VAE positive and the reconstruction target
+use, go through the backbone once; with ``aug: image`` only the online branch's augmented frames are
+computed each step. The model is exported to ``RUN_DIR/vd_vae`` at the end.
 
     clap train vd-vae --config config/train/vd_vae.yaml --synthetic 200 --run-dir runs/vd_vae \
         --set act_vae=runs/act_vae/act_vae

@@ -295,7 +295,7 @@ def _write_episode(root: pathlib.Path, ep: Episode, eid: str, image_size: int | 
 
 def write_dataset(root: str | os.PathLike, num_episodes: int, *, seed: int = 0, episode_len: int = 150,
                   image_size: int | None = 64, human: bool = False, progress: bool = False) -> pathlib.Path:
-    """Write ``num_episodes`` scripted episodes as a LeRobot v3.0 dataset at ``root``; ``image_size`` None: no videos."""
+    """Write ``num_episodes`` scripted episodes as a LeRobot v3.0 dataset at ``root`` (no videos: image_size None)."""
     from tqdm import tqdm
 
     if num_episodes <= 0:
