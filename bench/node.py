@@ -69,8 +69,8 @@ def start_node(tmp: pathlib.Path, name: str, **overrides) -> subprocess.Popen:
     params = dict(episode_log=str(tmp / "episodes.jsonl"), autostart=True,
                   instruction="put the cube in the bowl", use_state=False,
                   contract_file=str(tmp / "contract.yaml"),
-                  left_workspace_min=[-100.0] * 3, left_workspace_max=[100.0] * 3,
-                  right_workspace_min=[-100.0] * 3, right_workspace_max=[100.0] * 3,
+                  workspace_min=[-100.0] * 3 * len(CONTRACT.action.arms),
+                  workspace_max=[100.0] * 3 * len(CONTRACT.action.arms),
                   max_linear_speed=1000.0, max_angular_speed=1000.0, gripper_min=-100.0,
                   gripper_max=100.0, **overrides)
     try:
