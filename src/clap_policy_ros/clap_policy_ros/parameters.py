@@ -7,7 +7,8 @@ the node forwards ``mode``, ``seed`` and ``sync_slop`` to the objects that use t
 (``ensemble_m`` takes effect at the next configure, ``instruction`` is the initial one only).
 What the topic contract says (topics, message types, each camera's ``max_age_s``, ``frame_id``)
 is no parameter: the node reads it from the contract that ``contract_file`` names (see
-``load_node_contract``); a topic is moved by remapping it.
+``load_node_contract``); a topic is moved by remapping it. Importing this module needs no ROS:
+the lock-step rollout (clap_sim/rollout.py) builds the node's executor and safety filter from it too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Callable
 
 from clap_train.data.contract import Contract, load_contract
 from clap_train.interface import DEFAULT_LAYOUT, ActionLayout
-from rcl_interfaces.msg import ParameterDescriptor
 
 from .chunk_executor import EXECUTOR_MODES, ExecutorConfig
 from .safety import Box, SafetyLimits
@@ -118,6 +118,8 @@ LIVE_CHECKS = {f.name: f.metadata["live"] for f in dataclasses.fields(NodeParams
 
 def declare_parameters(node) -> None:
     """Declare every parameter on ``node``."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
     for name, (default, read_only, text) in PARAMETERS.items():
         node.declare_parameter(name, default, ParameterDescriptor(
             description=text, read_only=read_only))
