@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from clap_train.config import ConfigError
+from clap_train.data.layout import ARM_WIDTH
 from clap_train.io import atomic_path, atomic_write_text
 from clap_train.models.act_vae import ActVAE
 
@@ -44,7 +45,7 @@ def psnr_of(mse: float, dynamic_range: float = 2.0) -> float:
     return 20.0 * math.log10(dynamic_range / math.sqrt(max(mse, 1e-20)))
 
 
-def rate_of(num_queries: int, codebook_size: int, mse: float, chunk_len: int = 32, rate_dim: int = 7,
+def rate_of(num_queries: int, codebook_size: int, mse: float, chunk_len: int = 32, rate_dim: int = ARM_WIDTH,
             dynamic_range: float = 2.0) -> float:
     """Eq. 8: r = Nq log2 K / (Na Da log2(R / sqrt(MSE)))."""
     return num_queries * math.log2(codebook_size) / (
@@ -139,7 +140,7 @@ def plot(points: Sequence[RDPoint], chosen: tuple[int, int] | None, path: pathli
 
 
 def sweep(grid: Sequence[tuple[int, int]], config: pathlib.Path | None, out: pathlib.Path, dataset: str | None,
-          synthetic: int | None, overrides: Sequence[str], chosen: tuple[int, int] | None, rate_dim: int = 7,
+          synthetic: int | None, overrides: Sequence[str], chosen: tuple[int, int] | None, rate_dim: int = ARM_WIDTH,
           heldout: int = 16, progress: bool = False) -> list[RDPoint]:
     from clap_train.cli import main as clap
     from clap_train.config import read_yaml
@@ -194,7 +195,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", default="4x256,8x256,12x128,12x256,16x256,20x256",
                         help="comma-separated NQxK points (default: Table V's)")
     parser.add_argument("--chosen", default="16x256", help="the point to highlight (NQxK)")
-    parser.add_argument("--rate-dim", type=int, default=7, help="Da of Eq. 8 (7 reproduces Table V)")
+    parser.add_argument("--rate-dim", type=int, default=ARM_WIDTH,
+                        help="Da of Eq. 8 (one arm's values, 7, reproduces Table V)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="training config overrides")
     parser.add_argument("--progress", action="store_true", help="show each training's progress bar")
 

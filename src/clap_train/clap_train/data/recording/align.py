@@ -193,7 +193,7 @@ def align_episode(bag: BagContents, contract: Contract) -> AlignedEpisode:
         a_pose = s_pose.copy()
         a_grip = s_grip.copy()
         for series, max_age, target, width in (
-            (bag.action_pose[a], act_arm.pose.max_age_s, a_pose, 6),
+            (bag.action_pose[a], act_arm.pose.max_age_s, a_pose, EULER.stop),  # xyz + Euler
             (bag.action_gripper[a], act_arm.gripper.max_age_s, a_grip, 1),
         ):
             idx, ok = latest_at_or_before(series.stamps, times, _age(max_age))

@@ -41,6 +41,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from clap_train.data.layout import ARM_WIDTH, EULER
 from clap_train.data.layout import DEFAULT_LAYOUT as LAYOUT
 from clap_train.data.recording.lerobot_format import ACTION_KEY, STATE_KEY, finalize, store_dir, write_frames
 from clap_train.data.rotations import unwrap_vector_euler, wrap_to_pi
@@ -121,7 +122,7 @@ def _arm_track(rng: np.random.Generator, length: int, side: float, active: bool)
         wps = [("idle", home + rng.uniform(-0.02, 0.02, 3), rp0, yaw0, open_) for _ in range(3)]
     names = [w[0] for w in wps[1:]]
     segs = _segments(rng, length, names)
-    pose = np.zeros((length, 7))
+    pose = np.zeros((length, ARM_WIDTH))
     phase = [""] * length
     for (name, a, b), w0, w1 in zip(segs, wps[:-1], wps[1:]):
         n = b - a
@@ -135,7 +136,7 @@ def _arm_track(rng: np.random.Generator, length: int, side: float, active: bool)
     t = np.arange(length) / FPS
     f = rng.uniform(0.3, 0.8, 6)
     ph = rng.uniform(0, 2 * np.pi, 6)
-    pose[:, :6] += np.sin(2 * np.pi * f * t[:, None] + ph) * np.array([0.004, 0.004, 0.003, 0.02, 0.02, 0.02])
+    pose[:, :EULER.stop] += np.sin(2 * np.pi * f * t[:, None] + ph) * np.array([0.004, 0.004, 0.003, 0.02, 0.02, 0.02])
     # object follows the gripper between grasp and release
     obj_track = np.repeat(obj[None], length, axis=0)
     held = [i for i, p in enumerate(phase) if p in ("lift", "carry", "place")] if active else []
