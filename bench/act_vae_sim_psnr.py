@@ -90,8 +90,11 @@ def load_episodes(path: pathlib.Path) -> tuple[list[str], list[np.ndarray], list
 
 
 def chunks(eps: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every (t, t+32) window of every episode, padded past the end by repeating the last action,
-    with its state (the command of t-1; the first command at t = 0)."""
+    """Every (t, t+32) window of every episode, with its state.
+
+    Windows are padded past the end by repeating the last action; the state is the command of t-1
+    (the first command at t = 0).
+    """
     acts, pads, states = [], [], []
     for a in eps:
         n = len(a)

@@ -1,5 +1,6 @@
-"""Benchmark `clap convert`: images/s and x real time for 3 cameras at 224x224, 30 Hz,
-beside the raw rosbags read+decode rate of the same bag (the reader's ceiling).
+"""Benchmark `clap convert`: images/s and x real time for 3 cameras at 224x224, 30 Hz.
+
+Beside it, the raw rosbags read+decode rate of the same bag (the reader's ceiling).
 
 Usage: python bench/convert.py [--seconds 20] [--storage sqlite3|mcap] [--episodes 2] [--workers 2]
 One episode is converted alone (cameras encoded in parallel threads), then --episodes copies with

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Do human videos of a variant the robot never saw raise closed-loop success on it? (issue 13, item 5)
+"""Whether human videos of a variant the robot never saw raise closed-loop success on it (issue 13, item 5).
 
     python bench/human_transfer.py          # ~10 min data + ~45 min training (two arms side by side) + eval
 

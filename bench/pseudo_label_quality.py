@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How right are the pseudo action tokens that ``clap label-videos`` gave a run's human-look videos?
+"""How right the pseudo action tokens are that ``clap label-videos`` gave a run's human-look videos.
 
     python bench/pseudo_label_quality.py --run bench/out/human_transfer
 

@@ -1,5 +1,6 @@
-"""Bag-live parity: a bag replayed through the node gives the chunks ClapPolicy.predict gives
-on the frames the converter extracts from the same bag.
+"""Bag-live parity: a bag replayed through the node gives the chunks that ClapPolicy.predict gives.
+
+ClapPolicy.predict runs on the frames the converter extracts from the same bag.
 
 Real pieces only: a tiny random-weight ClapPolicy (make_tiny_policy), `clap convert` on the bag,
 `clap replay` of the bag over DDS (with /clock, node on sim time), the policy node in its own
