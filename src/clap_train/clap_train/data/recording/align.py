@@ -30,7 +30,7 @@ import numpy as np
 from clap_train.data.recording.bagread import BagContents, BagError, Series
 from clap_train.data.contract import Contract
 from clap_train.data.layout import EULER
-from clap_train.data.rotations import nearest_branch
+from clap_train.data.rotations import nearest_branch, unwrap_euler
 
 
 @dataclasses.dataclass
@@ -209,7 +209,7 @@ def align_episode(bag: BagContents, contract: Contract) -> AlignedEpisode:
     # Held actions copied from an unwrapped state are fine; commands re-unwrapped along frames
     # keep the chunk continuous where a command crossed +-pi between two frames.
     eul = contract.action.euler_indices
-    action[:, eul] = np.unwrap(action[:, eul], axis=0)
+    action[:, eul] = unwrap_euler(action[:, eul], axis=0)
 
     instr_idx, _ = latest_at_or_before(bag.instruction.stamps, times, None)
     instr_vals = bag.instruction.values

@@ -27,6 +27,7 @@ from scipy.spatial.transform import Rotation
 
 from clap_train.data.layout import DEFAULT_LAYOUT, EULER, ArmSlices
 from clap_train.data.samples.normalize import Normalizer
+from clap_train.data.stats import vector_stats
 from clap_train.data.rotations import nearest_branch, unwrap_euler
 
 REPRESENTATIONS = ("absolute", "relative")
@@ -48,12 +49,6 @@ def arm_blocks(euler_indices: Sequence[int]) -> list[tuple[int, int, int]]:
             raise ValueError(f"Euler run at {idx[k]} has no xyz position before it")
         blocks.append(ArmSlices(f"arm{k // 3}", start).block)
     return blocks
-
-
-def _stats(x: np.ndarray) -> dict[str, list[float]]:
-    return {"min": x.min(0).tolist(), "max": x.max(0).tolist(), "mean": x.mean(0).tolist(),
-            "std": x.std(0).tolist(), "q01": np.quantile(x, 0.01, axis=0).tolist(),
-            "q99": np.quantile(x, 0.99, axis=0).tolist(), "count": [int(x.shape[0])]}
 
 
 class ActionSpace:
@@ -126,7 +121,7 @@ class ActionSpace:
         rows = model[~np.asarray(pads, dtype=bool)]
         if rows.size == 0:
             raise ValueError("no unpadded action rows to fit the action space on")
-        stats = {"action": _stats(rows), "observation.state": _stats(np.asarray(states, dtype=np.float64))}
+        stats = {"action": vector_stats(rows), "observation.state": vector_stats(states)}
         return cls(representation, Normalizer.from_stats(stats), euler_indices)
 
     def to_dict(self) -> dict:
