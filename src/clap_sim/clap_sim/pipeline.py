@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from clap_train.train.runner import Step, stage_step
 
@@ -43,39 +43,22 @@ def stage_env() -> dict[str, str]:
     return env
 
 
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """Where a pipeline's data and runs lie under its output folder ``out``."""
+class Layout(NamedTuple):
+    """Where a pipeline's data and runs lie under its output folder (``Layout.of(out)``)."""
 
-    out: pathlib.Path
+    bags: pathlib.Path
+    videos: pathlib.Path
+    robot_ds: pathlib.Path
+    human_ds: pathlib.Path
+    runs: pathlib.Path
+    act_vae: pathlib.Path
+    vd_vae: pathlib.Path
 
-    @property
-    def bags(self) -> pathlib.Path:
-        return self.out / "bags"
-
-    @property
-    def videos(self) -> pathlib.Path:
-        return self.out / "human_videos"
-
-    @property
-    def robot_ds(self) -> pathlib.Path:
-        return self.out / "dataset"
-
-    @property
-    def human_ds(self) -> pathlib.Path:
-        return self.out / "human_dataset"
-
-    @property
-    def runs(self) -> pathlib.Path:
-        return self.out / "runs"
-
-    @property
-    def act_vae(self) -> pathlib.Path:
-        return self.runs / "act_vae" / "act_vae"
-
-    @property
-    def vd_vae(self) -> pathlib.Path:
-        return self.runs / "vd_vae" / "vd_vae"
+    @classmethod
+    def of(cls, out: pathlib.Path) -> Layout:
+        runs = out / "runs"
+        return cls(out / "bags", out / "human_videos", out / "dataset", out / "human_dataset", runs,
+                   runs / "act_vae" / "act_vae", runs / "vd_vae" / "vd_vae")
 
 
 def data_steps(out: pathlib.Path, task: str, demos: int, human_videos: int, configs: pathlib.Path,
@@ -84,7 +67,7 @@ def data_steps(out: pathlib.Path, task: str, demos: int, human_videos: int, conf
 
     Demonstrations are of ``task``, the human-look videos of ``human_task`` (default: the same task).
     """
-    p = Layout(out)
+    p = Layout.of(out)
     return [
         Step("record scripted demos", ("sim", "record", "--task", task, "--episodes", str(demos), "--out", str(p.bags),
                                        "--seed", str(TRAIN_SEED)), p.bags / ".done", touch=True),
@@ -111,7 +94,7 @@ def policy_steps(out: pathlib.Path, runs: pathlib.Path, configs: pathlib.Path, n
     ``ntp_set`` / ``rf_set``: extra config overrides of each stage; ``human_ds``: another labelled
     human-video dataset than ``out``'s.
     """
-    p = Layout(out)
+    p = Layout.of(out)
     data = dict(datasets=[p.robot_ds], human_datasets=[human_ds or p.human_ds])
     return [
         stage_step("train CLAP-NTP", "ntp", configs / "ntp.yaml", runs / "ntp", runs / "ntp" / "policy",
@@ -151,14 +134,14 @@ class Demo:
     def training(self, out: pathlib.Path) -> list[Step]:
         """Record, convert and train every CLAP stage; the policy lands in ``out/runs/rf/policy``."""
         return (data_steps(out, self.task, self.episodes, self.human_episodes, self.configs)
-                + policy_steps(out, Layout(out).runs, self.configs))
+                + policy_steps(out, Layout.of(out).runs, self.configs))
 
     def evaluations(self, out: pathlib.Path) -> dict[str, pathlib.Path]:
         """Where each evaluation goes: ``train`` (training seeds) and ``heldout``."""
         return {"train": out / "eval_train_seeds", "heldout": out / "eval_heldout_seeds"}
 
     def steps(self, out: pathlib.Path) -> list[Step]:
-        policy = Layout(out).runs / "rf" / "policy"
+        policy = Layout.of(out).runs / "rf" / "policy"
         evals = self.evaluations(out)
         return self.training(out) + [
             eval_step("closed-loop eval, training seeds", evals["train"], self.task, policy, TRAIN_SEED,
@@ -190,7 +173,7 @@ class ClosedLoop:
 
     def training(self, out: pathlib.Path) -> list[Step]:
         return (data_steps(out, self.task, self.demos, self.human_videos, self.configs)
-                + policy_steps(out, Layout(out).runs, self.configs))
+                + policy_steps(out, Layout.of(out).runs, self.configs))
 
     def curve_step(self, out: pathlib.Path, policy: pathlib.Path, point: str) -> Step:
         """Lock-step success of one intermediate (or the final) policy on held-out seeds."""
