@@ -12,9 +12,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from clap_train.data.rotations import wrap_to_pi
 from clap_train.interface import DEFAULT_LAYOUT, ActionLayout
-
-from .conversions import wrap_to_pi
 
 
 @dataclasses.dataclass(frozen=True)
