@@ -51,7 +51,7 @@ from tqdm import tqdm
 from .bridge import EXECUTOR_THREADS, SimBridge
 from .eval_lockstep import run_lockstep
 from .eval_node import EvalNode, start_policy_node
-from .eval_report import EvalError, latency_stats, plot_trajectories
+from .eval_report import EvalError, first_chunk, latency_stats, plot_trajectories, save_steps
 from .scripted import scripted_trajectory
 from .tasks import TASKS
 
@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="control ticks between chunks (default: the node's parameter; 8 with --lockstep)")
     p.add_argument("--lockstep", action="store_true",
                    help="no node, no DDS: the policy runs in this process and the sim waits for it")
+    p.add_argument("--repeat-seed", action="store_true",
+                   help="every episode starts from --seed (one scene, repeated: the spread of closed-loop "
+                        "outcomes alone); with --lockstep each repeat draws other flow noise")
     p.add_argument("--noise-seed", type=int, default=0,
                    help="--lockstep: base seed of the flow noise (repeat a seed with other noise)")
     p.add_argument("--params-file", type=Path, default=None, help="extra ROS parameters for the policy node")
@@ -83,7 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for the policy node")
     p.add_argument("--no-early-stop", action="store_true", help="run every episode for all its steps")
     p.add_argument("--no-video", action="store_true", help="skip rollout.mp4")
+    p.add_argument("--save-steps", action="store_true",
+                   help="write each episode's per-step state, target and reward to OUT/steps_NNN.npz")
     return p
+
+
+def episode_seed(args, i: int) -> int:
+    """The scene seed of episode ``i``: consecutive seeds from ``--seed``, or ``--seed`` again."""
+    return args.seed if args.repeat_seed else args.seed + i
 
 
 def run_eval(args) -> dict:
@@ -122,10 +132,10 @@ def run_eval(args) -> dict:
         bar = tqdm(range(args.episodes), desc=f"eval {args.task} ({'scripted' if scripted else 'policy'})",
                    unit="episode")
         for i in bar:
-            seed = args.seed + i
+            seed = episode_seed(args, i)
             instruction = bridge.reset(seed, record_frames=(i == 0 and not args.no_video))
             with evaluator.lock:
-                evaluator.chunks = []
+                evaluator.chunks, evaluator.arrivals = [], []
             episode_id = f"{args.task}-{seed}"
             if scripted:
                 evaluator.script = (scripted_trajectory(bridge.spec, rate_hz=bridge.topics.rate_hz), bridge.clock_ns)
@@ -174,12 +184,14 @@ def run_eval(args) -> dict:
                                  EndEpisode.Request(episode_id=episode_id, success=success, reward=float(best),
                                                     notes=f"sim {args.task} seed {seed}"), 30.0)
             with evaluator.lock:
-                chunks = list(evaluator.chunks)
+                chunks, arrivals = list(evaluator.chunks), list(evaluator.arrivals)
             if i == 0:
                 first_log, first_chunks = log, chunks
+            if args.save_steps:
+                save_steps(out / f"steps_{i:03d}.npz", log.times, log.state, log.target, log.reward)
             episodes.append({"episode": i, "seed": seed, "instruction": instruction, "success": bool(success),
                              "max_reward": int(best), "steps": int(steps), "wall_s": round(wall, 3),
-                             "chunks": len(chunks),
+                             "chunks": len(chunks), "first_chunk": first_chunk(chunks, arrivals, log),
                              "inference_latency": latency_stats(c[3] for c in chunks),
                              "command_latency": latency_stats(log.command_latency)})
             bar.set_postfix(success=f"{sum(e['success'] for e in episodes)}/{len(episodes)}")

@@ -24,6 +24,7 @@ def run_lockstep(args) -> dict:
     """The evaluation without node or DDS: ``clap_sim.rollout`` per seed, the same eval.json."""
     from clap_train.policy import ClapPolicy
 
+    from .eval import episode_seed
     from .rollout import rollout
 
     out: Path = args.out
@@ -42,11 +43,12 @@ def run_lockstep(args) -> dict:
         bar = tqdm(range(args.episodes), desc=f"eval {args.task} (lock-step, {args.mode}, {executor})",
                    unit="episode")
         for i in bar:
-            seed = args.seed + i
+            seed = episode_seed(args, i)
+            noise_seed = args.noise_seed + (i if args.repeat_seed else 0)  # a repeated scene, other noise
             t0 = time.monotonic()
             r = rollout(policy, task, scene, seed, mode=args.mode, executor=executor, replan_every=replan,
                         max_steps=args.steps, early_stop=not args.no_early_stop,
-                        keep_frames=(i == 0 and not args.no_video), noise_seed=args.noise_seed)
+                        keep_frames=(i == 0 and not args.no_video), noise_seed=noise_seed)
             first = first or r
             episodes.append({"episode": i, "seed": seed, "success": bool(r.success), "max_reward": r.max_reward,
                              "steps": r.steps, "wall_s": round(time.monotonic() - t0, 3), "chunks": r.predictions})

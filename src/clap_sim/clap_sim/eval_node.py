@@ -33,6 +33,7 @@ class EvalNode(Node):
         self.bridge = bridge
         self.lock = threading.Lock()
         self.chunks: list[tuple[float, float, np.ndarray, float]] = []  # (t, dt, data[H,D], latency)
+        self.arrivals: list[int] = []  # the bridge's step when each chunk arrived
         self.script = None  # (trajectory, episode start ns)
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         if chunk_topic is not None:
@@ -50,8 +51,10 @@ class EvalNode(Node):
             return
         lat = msg.inference_latency.sec + msg.inference_latency.nanosec * 1e-9
         dt = msg.step_period.sec + msg.step_period.nanosec * 1e-9
+        step = self.bridge.step_count
         with self.lock:
             self.chunks.append((stamp_ns(msg.header.stamp) * 1e-9, dt, data.reshape(h, d), lat))
+            self.arrivals.append(step)
 
     def _on_state(self, msg: PoseStamped) -> None:
         """Scripted policy: answer the observation at sim time t with the plan's step-t targets."""

@@ -53,6 +53,27 @@ def latency_stats(values) -> dict:
             "p95_ms": float(np.percentile(v, 95) * 1e3), "max_ms": float(v.max() * 1e3)}
 
 
+def first_chunk(chunks, arrivals, log) -> dict | None:
+    """When the episode's first chunk was observed and when it arrived, in sim steps from the episode start.
+
+    ``chunks``: (observation time s, dt, data, latency) in arrival order; ``arrivals``: the sim's
+    step at each arrival; ``log``: the bridge's step log (its first time is the episode start).
+    """
+    if not chunks or not log.times:
+        return None
+    t_obs, dt = chunks[0][0], chunks[0][1]
+    return {"observation_step": int(round((t_obs - log.times[0]) / dt)), "arrival_step": int(arrivals[0])}
+
+
+def save_steps(path: Path, times, state, target, reward) -> None:
+    """One episode's per-step record (``sim eval --save-steps``): times, state and target [N, 14], reward."""
+    n = min(len(times), len(state))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, times=np.asarray(times[:n]), state=np.asarray(state[:n]),
+                     target=np.asarray(target), reward=np.asarray(reward))
+
+
 def plot_trajectories(path: Path, times, state, target, chunks, title: str) -> None:
     """Executed (state), commanded and predicted (chunks) trajectories, one panel per dimension."""
     import matplotlib

@@ -5,6 +5,16 @@ The whole chain a user runs, at the smallest size: record one scripted transfer-
 seed through the policy node and the sim bridge over DDS, and in lock-step. A policy that cannot
 replay the episode it was fitted to has a bug (action space, normalisation, image or state path,
 chunk execution), not a budget problem.
+
+A closed-loop episode is a random event, so each test replays the seed ``EPISODES`` times and
+asks for ``NEEDED`` successes: a threshold set from measured rates (bench/RESULTS.md, "The
+closed-loop tests: pass rates"). With the open-loop executor one episode succeeded in 5 of 10
+lock-step noise seeds and 14 of 20 DDS runs: the test of one episode failed 3 runs in 4. The
+MuJoCo reset is not bit-exact (1e-16) and contact dynamics amplify it, so even lock-step at
+temperature 0 differs from episode to episode; what passed every time was the first episode of a
+fresh process, a coin flip fixed per machine. Temporal ensembling (a new chunk every tick)
+averages the per-chunk noise away: 70/70 lock-step episodes and 20/20 over DDS succeeded, between
+steps 181 and 200 of 240.
 """
 
 import json
@@ -39,23 +49,31 @@ def fitted(tmp_path_factory):
     return tmp / "rf" / "policy"
 
 
+# Episodes per test and the successes asked for. With the per-episode success rate at its measured
+# 95 % lower bound (Clopper-Pearson: 0.95 from 70/70 DDS episodes), P(fewer than 3 of 5) < 0.2 %.
+EPISODES, NEEDED = 5, 3
+REPLAY = ("--task", "transfer_cube", "--episodes", str(EPISODES), "--repeat-seed", "--seed", "0",
+          "--image-size", SIZE, "--no-video", "--executor", "temporal_ensemble", "--replan-every", "1")
+
+
 def _result(out):
     return json.loads((out / "eval.json").read_text())
 
 
 def test_fitted_policy_replays_its_episode_in_lockstep(fitted, tmp_path):
-    clap("sim", "eval", "--lockstep", "--task", "transfer_cube", "--episodes", "1", "--seed", "0",
-         "--policy", str(fitted), "--out", str(tmp_path), "--image-size", SIZE, "--no-video")
+    clap("sim", "eval", "--lockstep", *REPLAY, "--policy", str(fitted), "--out", str(tmp_path))
     result = _result(tmp_path)
-    assert result["successes"] == 1, result["per_episode"]
+    assert result["successes"] >= NEEDED, result["per_episode"]
 
 
 def test_fitted_policy_replays_its_episode_through_the_policy_node(fitted, tmp_path):
-    proc = clap("sim", "eval", "--task", "transfer_cube", "--episodes", "1", "--seed", "0", "--policy", str(fitted),
-                "--out", str(tmp_path), "--image-size", SIZE, "--executor", "open_loop", "--replan-every", "8",
-                "--startup-timeout", "150", "--no-video")
+    proc = clap("sim", "eval", *REPLAY, "--policy", str(fitted), "--out", str(tmp_path), "--startup-timeout", "150")
     result = _result(tmp_path)
-    ep = result["per_episode"][0]
-    assert result["successes"] == 1, (ep, proc.stdout, (tmp_path / "policy_node.log").read_text(errors="replace"))
-    # the node computed the chunks (not a scripted stand-in) and the episode ended early, at success
-    assert ep["chunks"] >= 3 and ep["steps"] < result["max_steps"]
+    episodes = result["per_episode"]
+    assert result["successes"] >= NEEDED, (episodes, proc.stdout,
+                                           (tmp_path / "policy_node.log").read_text(errors="replace"))
+    for ep in episodes:
+        # the node computed the chunks (not a scripted stand-in) from the episode's first frames
+        assert ep["chunks"] >= 3 and ep["first_chunk"]["observation_step"] <= 2, ep
+        if ep["success"]:  # the episode ended early, at success
+            assert ep["steps"] < result["max_steps"], ep
