@@ -10,4 +10,8 @@ export MPLBACKEND=Agg
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 python -c 'import rclpy, clap_msgs.msg, clap_train' || {
   echo "run_tests: rclpy, clap_msgs or clap_train does not import: the workspace is not set up" >&2; exit 1; }
-exec python -m pytest -p no:cacheprovider --import-mode=importlib -ra --timeout=600 "$@" src test
+# Every test unless the arguments name test files or folders (bench/flaky.py runs a subset).
+named=0
+for arg in "$@"; do [[ "$arg" != -* && -e "${arg%%::*}" ]] && named=1; done
+(( named )) || set -- "$@" src test
+exec python -m pytest -p no:cacheprovider --import-mode=importlib -ra --timeout=600 "$@"

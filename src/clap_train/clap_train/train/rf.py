@@ -27,6 +27,7 @@ import pathlib
 from typing import Any, Literal
 
 import torch
+from torch.profiler import record_function
 
 from clap_train.data.samples.action_space import ActionSpace, load_action_space
 from clap_train.data.samples.sources import DataKeys, Sources, open_mixed
@@ -98,10 +99,11 @@ class RFModel(torch.nn.Module):
                 state: torch.Tensor, action_pad: torch.Tensor, state_mask: torch.Tensor):
         """(token logits of phi_policy, L_RF): one pass, so DDP/FSDP see every trainable parameter."""
         layers = self.head.config.feature_layers
-        with capture_layers(self.vlm, layers) as found:
+        with capture_layers(self.vlm, layers) as found, record_function("policy_vlm"):
             logits = self.vlm(**inputs).logits
-        ctx = self.head.fuse([found[i] for i in layers])
-        l_rf = self.head.rf_loss(actions, ctx, ~prompt_mask, state=state, pad=action_pad, state_mask=state_mask)
+        with record_function("flow_head"):
+            ctx = self.head.fuse([found[i] for i in layers])
+            l_rf = self.head.rf_loss(actions, ctx, ~prompt_mask, state=state, pad=action_pad, state_mask=state_mask)
         return logits, l_rf
 
 
@@ -111,15 +113,16 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig):
         dev = batch["action"].device
         if next(reference.parameters()).device != dev:  # frozen: bf16 on GPUs halves its memory
             reference.to(dev, dtype=torch.bfloat16 if dev.type == "cuda" else None)
-        codes, has = batch_codes(act_vae, batch)
-        enc = encode_batch(processor, vocab, batch_images(batch, cfg.wrist_dropout), batch["instruction"],
-                           batch["subtask"], codes.cpu(), has.tolist()).to(dev)
+        with record_function("encode"):
+            codes, has = batch_codes(act_vae, batch)
+            enc = encode_batch(processor, vocab, batch_images(batch, cfg.wrist_dropout), batch["instruction"],
+                               batch["subtask"], codes.cpu(), has.tolist()).to(dev)
         keep = torch.rand(batch["state"].shape[0], device=dev) >= cfg.state_dropout
         state = batch["state"]
         if cfg.state_noise > 0:  # the state says roughly where the arms are; the images must say exactly
             state = state + cfg.state_noise * torch.randn_like(state)
         logits, l_rf = model(enc.inputs, enc.prompt_mask, batch["action"], state, batch["action_pad"], keep)
-        with torch.no_grad():
+        with torch.no_grad(), record_function("km_reference"):
             ref_logits = reference(**enc.inputs).logits
         kl = reverse_kl(action_logits(logits, enc), action_logits(ref_logits, enc))
         loss = l_rf + cfg.alpha * kl
