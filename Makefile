@@ -14,7 +14,8 @@ PYTEST_ARGS ?=
 help:
 	@echo "make setup   venv + ROS 2 Jazzy (apt or PyPI wheels) + pinned deps + colcon build"
 	@echo "make demo    run the CLAP pipeline end to end on the embedded default (CPU)"
-	@echo "make test    run every test (sets up first when needed)"
+	@echo "make test    run every test, the lint included (sets up first when needed)"
+	@echo "make lint    flake8 + pep257 over src/ bench/ scripts/ launch/ test/ (the settings of .flake8)"
 	@echo "make bench   run the benchmarks under bench/ (figures go to bench/RESULTS.md by hand)"
 	@echo "make clean   remove build/, install/, log/ (keeps .venv)"
 
@@ -30,6 +31,9 @@ build: setup
 
 test: setup
 	$(ENV) && bash scripts/run_tests.sh $(PYTEST_ARGS)
+
+lint: setup
+	$(ENV) && python scripts/lint.py
 
 demo: setup
 	$(ENV) && python scripts/demo.py $(DEMO_ARGS)

@@ -10,7 +10,7 @@ insertion, coloured cubes; the action plans only, no rendering), normalised with
     python bench/act_vae_sim_psnr.py --steps 3000
     python bench/act_vae_sim_psnr.py --arms 2 --actions relative --steps 3000   # the authors' per-arm Act-VAE
 
-``--actions relative`` encodes each chunk as OpenCLAP does (data/action_space.py): per arm, the
+``--actions relative`` encodes each chunk as OpenCLAP does (data/samples/action_space.py): per arm, the
 position as a delta to the state, the rotation relative to the state's, the gripper as it is. The
 scripted plans have no measured state, so the state of a chunk starting at t is the command of t-1
 (what the robot was last asked to reach). ``--arms 2`` encodes each arm's chunk on its own into
@@ -41,7 +41,7 @@ import torch
 from torch.utils.data import Dataset
 
 from clap_train.config import load_config
-from clap_train.data.action_space import REPRESENTATIONS, ActionSpace
+from clap_train.data.samples.action_space import REPRESENTATIONS, ActionSpace
 from clap_train.data.layout import DEFAULT_LAYOUT
 from clap_train.eval.rate_distortion import (RDPoint, evaluate_per_dim, markdown_table, parse_grid, plot, psnr_of,
                                              rate_of)
@@ -90,8 +90,11 @@ def load_episodes(path: pathlib.Path) -> tuple[list[str], list[np.ndarray], list
 
 
 def chunks(eps: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every (t, t+32) window of every episode, padded past the end by repeating the last action,
-    with its state (the command of t-1; the first command at t = 0)."""
+    """Every (t, t+32) window of every episode, with its state.
+
+    Windows are padded past the end by repeating the last action; the state is the command of t-1
+    (the first command at t = 0).
+    """
     acts, pads, states = [], [], []
     for a in eps:
         n = len(a)

@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from clap_train.config import load_config
-from clap_train.data.action_space import ActionSpace
+from clap_train.data.samples.action_space import ActionSpace
 from clap_train.eval.token_agreement import compare_latents, format_result
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.vd_vae import VDVAE

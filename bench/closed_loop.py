@@ -6,9 +6,9 @@
 
 1. Records ``--demos`` scripted demonstrations (seeds 0..N-1) and ``--human-videos`` human-look
    videos, converts them, and trains every CLAP stage with the configs in ``--configs``
-   (Act-VAE, VD-VAE, pseudo labels, CLAP-NTP, CLAP-RF + Knowledge Matching): the same stages as
-   ``make demo`` (scripts/demo.py), at a larger budget. Each stage resumes after a crash; a
-   finished stage is skipped.
+   (Act-VAE, VD-VAE, pseudo labels, CLAP-NTP, CLAP-RF + Knowledge Matching): the ``closed_loop``
+   recipe of ``clap_sim.pipeline``, the same stages as ``make demo`` at a larger budget. Each
+   stage resumes after a crash; a finished stage is skipped.
 2. Learning curve: every intermediate policy the RF stage exported (``export_every``) and the
    final one, in lock-step (``clap sim eval --lockstep``, no inference delay, temporal
    ensembling with a new chunk every tick) on held-out seeds: success against training time.
@@ -23,21 +23,16 @@ The trained policy is ``OUT/policy`` (OUT = bench/out/closed_loop/<task>), the r
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import pathlib
 import sys
 import time
 
 from clap_sim.eval_report import success_summary
+from clap_sim.pipeline import CONFIGS, EXECUTORS, recipe, stage_env
+from clap_train.train.runner import failed, run_steps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
-demo = importlib.util.module_from_spec(_spec)
-sys.modules["demo"] = demo  # dataclasses look their module up while the module executes
-_spec.loader.exec_module(demo)
-
-EXECUTORS = ("open_loop", "temporal_ensemble", "rtc")
 
 
 def training_seconds(run: pathlib.Path) -> dict[str, float]:
@@ -60,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default="transfer_cube")
     p.add_argument("--demos", type=int, default=50, help="scripted demonstrations (training seeds 0..N-1)")
     p.add_argument("--human-videos", type=int, default=20)
-    p.add_argument("--configs", type=pathlib.Path, default=ROOT / "config" / "train" / "closed_loop")
+    p.add_argument("--configs", type=pathlib.Path, default=CONFIGS / "closed_loop")
     p.add_argument("--episodes", type=int, default=20, help="episodes per ladder cell")
     p.add_argument("--curve-episodes", type=int, default=20, help="held-out episodes per learning-curve point")
     p.add_argument("--modes", nargs="+", default=["rf", "ntp"])
@@ -68,12 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-ladder", action="store_true", help="train and draw the learning curve only")
     p.add_argument("--out", type=pathlib.Path, default=None, help="default: bench/out/closed_loop/<task>")
     args = p.parse_args(argv)
+    bench = recipe("closed_loop", task=args.task, demos=args.demos, human_videos=args.human_videos,
+                   configs=args.configs, episodes=args.episodes, curve_episodes=args.curve_episodes,
+                   modes=tuple(args.modes), executors=tuple(args.executors))
     out = (args.out or ROOT / "bench" / "out" / "closed_loop" / args.task).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    env = demo.stage_env()
+    env = stage_env()
     t0 = time.monotonic()
-    timings = demo.run_stages(demo.training_stages(out, args.task, args.demos, args.human_videos, args.configs), env)
-    if demo.failed(timings):
+    timings = run_steps(bench.training(out), env)
+    if failed(timings):
         print(f"closed_loop: a training stage failed: {timings[-1]}", file=sys.stderr)
         return 1
     policy = out / "runs" / "rf" / "policy"
@@ -88,11 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     curve = []
     exports = sorted((out / "runs" / "rf" / "exports").glob("step-*")) + [policy]
     for pol in exports:
-        dest = out / "curve" / pol.name if pol != policy else out / "curve" / "final"
-        stage = demo.eval_stage(f"learning curve {pol.name}", dest, args.task, pol, demo.HELDOUT_SEED,
-                                args.curve_episodes, "--lockstep", "--no-video", *demo.EVAL_EXECUTOR)
-        if demo.failed(demo.run_stages([stage], env)):
+        step = bench.curve_step(out, pol, pol.name if pol != policy else "final")
+        if failed(run_steps([step], env)):
             return 1
+        dest = step.marker.parent
         r = json.loads((dest / "eval.json").read_text())
         curve.append({"policy": str(pol), "point": dest.name, **success_summary(r)})
     history = _rf_history(out / "runs" / "rf" / "stage2")
@@ -111,20 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     # the ladder through the policy node over DDS
     if not args.skip_ladder:
         ladder = {}
-        for mode in args.modes:
-            for executor in args.executors:
-                for part, seed in (("train", demo.TRAIN_SEED), ("heldout", demo.HELDOUT_SEED)):
-                    dest = out / "ladder" / f"{mode}_{executor}_{part}"
-                    n = min(args.episodes, args.demos) if part == "train" else args.episodes
-                    # temporal ensembling with a new chunk whenever the last one is done (every tick
-                    # when inference keeps up); the others at the node's replanning period
-                    replan = ("--replan-every", "1") if executor == "temporal_ensemble" else ()
-                    stage = demo.eval_stage(f"ladder {mode} {executor} {part}", dest, args.task, policy, seed, n,
-                                            "--mode", mode, "--executor", executor, *replan, "--no-video")
-                    if demo.failed(demo.run_stages([stage], env)):
-                        return 1
-                    result_file = json.loads((dest / "eval.json").read_text())
-                    ladder[f"{mode} {executor} {part}"] = success_summary(result_file)
+        for key, step in bench.ladder_steps(out, policy).items():
+            if failed(run_steps([step], env)):
+                return 1
+            ladder[key] = success_summary(json.loads(step.marker.read_text()))
         result["ladder"] = ladder
     result["wall_seconds"] = round(time.monotonic() - t0, 1)
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")

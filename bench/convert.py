@@ -1,5 +1,6 @@
-"""Benchmark `clap convert`: images/s and x real time for 3 cameras at 224x224, 30 Hz,
-beside the raw rosbags read+decode rate of the same bag (the reader's ceiling).
+"""Benchmark `clap convert`: images/s and x real time for 3 cameras at 224x224, 30 Hz.
+
+Beside it, the raw rosbags read+decode rate of the same bag (the reader's ceiling).
 
 Usage: python bench/convert.py [--seconds 20] [--storage sqlite3|mcap] [--episodes 2] [--workers 2]
 One episode is converted alone (cameras encoded in parallel threads), then --episodes copies with
@@ -18,9 +19,9 @@ import tempfile
 import time
 
 from clap_train.data.contract import load_contract
-from clap_train.data.convert import convert_bags
+from clap_train.data.recording.convert import convert_bags
 from clap_train.data.images import message_to_rgb
-from clap_train.data.synthetic_bag import CameraSetup, write_bag
+from clap_train.data.recording.synthetic_bag import CameraSetup, write_bag
 
 
 def cpu_seconds() -> float:
@@ -33,7 +34,7 @@ def raw_read_decode(bag: pathlib.Path, contract) -> tuple[int, float]:
     """Read every camera message with rosbags, deserialise it and convert it to RGB."""
     from rosbags.rosbag2 import Reader
 
-    from clap_train.data.bagread import make_typestore
+    from clap_train.data.recording.bagread import make_typestore
 
     topics = {c.topic for c in contract.cameras}
     t0 = time.perf_counter()

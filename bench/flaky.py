@@ -34,7 +34,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def junit_outcomes(path: pathlib.Path) -> dict[str, tuple[str, float, str]]:
-    """test id -> (passed | failed | error | skipped, seconds, first line of the message)."""
+    """Map test id -> (passed | failed | error | skipped, seconds, first line of the message)."""
     out = {}
     for case in ET.parse(path).getroot().iter("testcase"):
         test_id = f"{case.get('classname', '')}::{case.get('name', '')}"

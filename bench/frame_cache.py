@@ -37,7 +37,7 @@ def rate(dataset, n: int, seed: int = 0) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from clap_train.data.dataset import ClapDataset
+    from clap_train.data.samples.dataset import ClapDataset
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", type=pathlib.Path, default=None, help="default: record and convert 3 demos")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Do human videos of a variant the robot never saw raise closed-loop success on it? (issue 13, item 5)
+"""Whether human videos of a variant the robot never saw raise closed-loop success on it (issue 13, item 5).
 
     python bench/human_transfer.py          # ~10 min data + ~45 min training (two arms side by side) + eval
 
@@ -11,7 +11,8 @@ on the sim:
    recoloured, skin-coloured fingers, no actions) of ``coloured_cubes_novel``, whose cubes are
    yellow, magenta and cyan: colours and words no demonstration shows. The Act-VAE trains on
    the demonstrations, the VD-VAE on both, and ``clap label-videos`` gives the human videos
-   their pseudo action tokens: the same data stages as ``make demo`` (scripts/demo.py).
+   their pseudo action tokens: the same data stages as ``make demo`` (the ``human_transfer`` recipe of
+   ``clap_sim.pipeline``).
 2. Policies from the same data, each CLAP-NTP then CLAP-RF + KM with the config/train/closed_loop
    recipe (``--arms``): ``robot_only`` (NTP at ``human_fraction 0``), ``with_human`` (NTP
    co-trained on the pseudo-labelled human videos at ``--human-fraction``) and
@@ -29,51 +30,30 @@ Results: OUT/result.json and OUT/result.md (OUT = bench/out/human_transfer). Eve
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import pathlib
-import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from clap_sim.eval_report import newcombe, success_summary
-from clap_train.data.pseudo_tokens import token_table, write_sidecar
+from clap_sim.pipeline import CONFIGS, HumanTransfer, recipe, stage_env
+from clap_sim.pseudo_labels import quality, true_token_dataset
+from clap_train.train.runner import failed, run_steps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
-demo = importlib.util.module_from_spec(_spec)
-sys.modules["demo"] = demo  # dataclasses look their module up while the module executes
-_spec.loader.exec_module(demo)
-_spec = importlib.util.spec_from_file_location("pseudo_label_quality", ROOT / "bench" / "pseudo_label_quality.py")
-labels = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(labels)
-
-TASK, NOVEL = "coloured_cubes", "coloured_cubes_novel"
-ARMS = ("robot_only", "with_human", "with_true_tokens")
+TASK, NOVEL = HumanTransfer.task, HumanTransfer.novel
+ARMS = HumanTransfer.ARMS
 
 
 def run_side_by_side(plans: dict[str, list], env: dict[str, str], parallel: bool) -> dict[str, list]:
-    """Run the plans (lists of stages) two at a time, one CPU thread each, or one after another."""
+    """Run the plans (lists of steps) two at a time, one CPU thread each, or one after another."""
     if not parallel:
-        return {name: demo.run_stages(plan, env) for name, plan in plans.items()}
+        return {name: run_steps(plan, env) for name, plan in plans.items()}
     env1 = dict(env, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(demo.run_stages, plan, env1) for name, plan in plans.items()}
+        futures = {name: pool.submit(run_steps, plan, env1) for name, plan in plans.items()}
         return {name: f.result() for name, f in futures.items()}
-
-
-def true_token_dataset(out: pathlib.Path) -> pathlib.Path:
-    """A copy of OUT/human_dataset whose sidecar holds the Act-VAE tokens of the videos' true actions."""
-    dest = out / "human_dataset_true"
-    if not (dest / ".labelled").exists():
-        shutil.rmtree(dest, ignore_errors=True)
-        shutil.copytree(out / "human_dataset", dest, ignore=shutil.ignore_patterns("pseudo_tokens.parquet"))
-        tokens = labels.scripted_tokens(dest, *labels.load_act_vae(out))
-        table = token_table((e, f, tok) for (e, f), (tok, _) in tokens.items())
-        write_sidecar(table, dest, {"source": "true actions of the scripted videos"})
-        (dest / ".labelled").write_text(f"{time.time()}\n")
-    return dest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demos", type=int, default=50, help="coloured_cubes demonstrations (seeds 0..N-1)")
     p.add_argument("--human-videos", type=int, default=30, help="human-look videos of the novel variant")
     p.add_argument("--human-fraction", type=float, default=0.25, help="share of human samples in with_human's NTP")
-    p.add_argument("--configs", type=pathlib.Path, default=ROOT / "config" / "train" / "closed_loop")
+    p.add_argument("--configs", type=pathlib.Path, default=CONFIGS / "closed_loop")
     p.add_argument("--rf-steps", type=int, default=None, help="CLAP-RF stage-2 steps (default: the config's)")
     p.add_argument("--episodes", type=int, default=20, help="held-out episodes per cell")
     p.add_argument("--seed", type=int, default=0,
@@ -90,36 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-parallel", dest="parallel", action="store_false", help="train the arms in turn")
     p.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "out" / "human_transfer")
     args = p.parse_args(argv)
+    bench = recipe("human_transfer", demos=args.demos, human_videos=args.human_videos,
+                   human_fraction=args.human_fraction, configs=args.configs, rf_steps=args.rf_steps,
+                   episodes=args.episodes, seed=args.seed, arms=tuple(args.arms))
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    env = demo.stage_env()
+    env = stage_env()
     t0 = time.monotonic()
-    timings = demo.run_stages(demo.data_stages(out, TASK, args.demos, args.human_videos, args.configs,
-                                               human_task=NOVEL), env)
-    if demo.failed(timings):
+    timings = run_steps(bench.data(out), env)
+    if failed(timings):
         print(f"human_transfer: a data stage failed: {timings[-1]}", file=sys.stderr)
         return 1
-    seed = (f"loop.seed={args.seed}",) if args.seed else ()
-    rf_set = ((f"stage2.steps={args.rf_steps}",) if args.rf_steps else ()) + (
-        (f"stage1.seed={args.seed}", f"stage2.seed={args.seed}") if args.seed else ())
-    with_human = (f"human_fraction={args.human_fraction}", *seed)
-    setups = {"robot_only": (("human_fraction=0", *seed), None), "with_human": (with_human, None),
-              "with_true_tokens": (with_human, true_token_dataset(out) if "with_true_tokens" in args.arms else None)}
-    names = {a: a if not args.seed else f"{a}_s{args.seed}" for a in ARMS if a in args.arms}
-    plans = {name: demo.policy_stages(out, out / "runs" / name, args.configs, ntp_set=setups[arm][0], rf_set=rf_set,
-                                      human_ds=setups[arm][1]) for arm, name in names.items()}
-    arms = list(names.values())
-    trained = run_side_by_side(plans, env, args.parallel)
-    if any(demo.failed(t) for t in trained.values()):
+    true_tokens = true_token_dataset(out) if "with_true_tokens" in args.arms else None
+    trained = run_side_by_side(bench.training(out, true_tokens), env, args.parallel)
+    if any(failed(t) for t in trained.values()):
         print(f"human_transfer: a training stage failed: {trained}", file=sys.stderr)
         return 1
-
-    evals = {arm: [demo.eval_stage(f"{arm} on {task}", out / "eval" / arm / task, task,
-                                   out / "runs" / arm / "rf" / "policy", demo.HELDOUT_SEED, args.episodes,
-                                   "--lockstep", "--no-video", *demo.EVAL_EXECUTOR)
-                   for task in (NOVEL, TASK)] for arm in arms}
-    evaluated = run_side_by_side(evals, env, args.parallel)
-    if any(demo.failed(t) for t in evaluated.values()):
+    evaluated = run_side_by_side(bench.evaluations(out), env, args.parallel)
+    if any(failed(t) for t in evaluated.values()):
         print(f"human_transfer: an evaluation failed: {evaluated}", file=sys.stderr)
         return 1
 
@@ -135,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         if base is not None and not key.startswith("robot_only"):
             d, lo, hi = newcombe(c["successes"], c["episodes"], base["successes"], base["episodes"])
             gain[key] = {"points": round(100 * d, 1), "ci95_points": [round(100 * lo, 1), round(100 * hi, 1)]}
-    q = labels.quality(out)
+    q = quality(out)
     result = {"demos": args.demos, "human_videos": args.human_videos, "human_fraction": args.human_fraction,
               "configs": str(args.configs), "rf_steps": args.rf_steps, "cells": cells, "gain": gain,
               "pseudo_label_quality": {k: q[k] for k in ("agreement", "baseline", "permutation", "samples")},

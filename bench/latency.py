@@ -31,8 +31,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def build(args):
-    from clap_train.data.action_space import ActionSpace
-    from clap_train.data.normalize import Normalizer
+    from clap_train.data.samples.action_space import ActionSpace
+    from clap_train.data.samples.normalize import Normalizer
     from clap_train.models.act_vae import ActVAEConfig
     from clap_train.models.flow_head import FlowHeadConfig, default_feature_layers
     from clap_train.models.vlm import VLMConfig

@@ -58,6 +58,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONTRACT = load_contract()
 STEP = 1.0 / CONTRACT.rate_hz
+POSITIONS = CONTRACT.action.layout.indices("x", "y", "z")  # each arm's xyz: what a target carries
 MAX_AGE_S = 0.5  # s, each camera's: the node holds on older cameras; here it never should
 
 
@@ -69,8 +70,8 @@ def start_node(tmp: pathlib.Path, name: str, **overrides) -> subprocess.Popen:
     params = dict(episode_log=str(tmp / "episodes.jsonl"), autostart=True,
                   instruction="put the cube in the bowl", use_state=False,
                   contract_file=str(tmp / "contract.yaml"),
-                  left_workspace_min=[-100.0] * 3, left_workspace_max=[100.0] * 3,
-                  right_workspace_min=[-100.0] * 3, right_workspace_max=[100.0] * 3,
+                  workspace_min=[-100.0] * 3 * len(CONTRACT.action.arms),
+                  workspace_max=[100.0] * 3 * len(CONTRACT.action.arms),
                   max_linear_speed=1000.0, max_angular_speed=1000.0, gripper_min=-100.0,
                   gripper_max=100.0, **overrides)
     try:
@@ -202,7 +203,7 @@ def boundary_jumps(chunks, targets) -> dict:
     for _, c in chunks:
         data = np.asarray(c.data, np.float32).astype(np.float64).reshape(c.horizon, c.action_dim)
         for r, row in enumerate(data):
-            rows.setdefault(tuple(np.r_[row[0:3], row[7:10]]), (c.sequence, r, data))
+            rows.setdefault(tuple(row[POSITIONS]), (c.sequence, r, data))
     matched = [rows.get(tuple(t)) for _, t in targets]
     within, jumps, excess = [], [], []
     for k in range(1, len(targets)):
@@ -216,7 +217,7 @@ def boundary_jumps(chunks, targets) -> dict:
             continue
         jumps.append(step)
         if a[1] + 1 < len(a[2]):
-            old = np.r_[a[2][a[1] + 1][0:3], a[2][a[1] + 1][7:10]]
+            old = a[2][a[1] + 1][POSITIONS]
             excess.append(float(np.abs(targets[k][1] - old).max()))
     return {"targets": len(targets), "matched": int(sum(m is not None for m in matched)),
             "boundaries": len(jumps), "max_boundary_jump_m": max(jumps) if jumps else None,

@@ -87,7 +87,8 @@ def test_manifest_declares_every_import(pkg):
     for top, where in sorted(_imports(pkg).items()):
         if top in IGNORED_IMPORTS or top == pkg.name:
             continue
-        key = top if (top in workspace or top in ROS_PACKAGES_FROM_APT or top.endswith("_msgs")) else IMPORT_TO_KEY.get(top)
+        ours = top in workspace or top in ROS_PACKAGES_FROM_APT or top.endswith("_msgs")
+        key = top if ours else IMPORT_TO_KEY.get(top)
         if key is None:
             missing.append(f"{top} (imported in {where}): add it to IMPORT_TO_KEY and rosdep/clap.yaml")
         elif key not in deps:

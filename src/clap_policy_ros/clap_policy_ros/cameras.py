@@ -16,12 +16,13 @@ import time
 from typing import Callable
 
 import rclpy
+from clap_train.data.images import ImageEncodingError, message_to_rgb
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from .camera_reader import CameraReader
-from .conversions import ImageEncodingError, image_msg_to_rgb, stamp_seconds
+from .conversions import stamp_seconds
 from .synchronizer import FreshestSetSynchronizer
 
 
@@ -68,7 +69,7 @@ class CameraIntake:
 
     def _on_image(self, name: str, topic: str, msg) -> None:
         try:
-            rgb = image_msg_to_rgb(msg)
+            rgb = message_to_rgb(msg)
         except (ImageEncodingError, ValueError) as exc:
             self._on_bad_image(topic, exc)
             return

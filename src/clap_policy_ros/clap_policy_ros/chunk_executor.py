@@ -34,7 +34,7 @@ class ExecutorConfig:
 
     mode: str = "rtc"
     chunk_len: int = 32
-    action_dim: int = 14
+    action_dim: int = DEFAULT_LAYOUT.dim
     replan_every: int = 10
     ensemble_m: float = 0.01
     angle_dims: tuple[int, ...] = tuple(DEFAULT_LAYOUT.euler_indices)

@@ -2,8 +2,8 @@
 Conversions the node shares with the bag converter (all from clap_train.data).
 
 The converter and this node must turn a camera message into the same array and a pose into
-the same Euler triple, so both call clap_train.data.images / .rotations; this module only
-adds the ROS-message-shaped glue (PoseStamped + Float64 -> 14-D state, xyz + quaternion ->
+the same Euler triple, so both call clap_train.data.images (cameras.py) / .rotations; this
+module only adds the ROS-message-shaped glue (PoseStamped + Float64 -> 14-D state, xyz + quaternion ->
 PoseStamped, seconds <-> builtin_interfaces).
 """
 
@@ -11,17 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 from builtin_interfaces.msg import Duration
-from clap_train.data.images import ImageEncodingError, message_to_rgb
 from clap_train.data.rotations import euler_xyz_to_quat, quat_to_euler_xyz, wrap_to_pi
 from geometry_msgs.msg import PoseStamped
 
-__all__ = ["ImageEncodingError", "euler_xyz_to_quat", "image_msg_to_rgb", "pose_to_vector",
-           "stamp_seconds", "to_duration", "wrap_to_pi", "xyz_quat_to_pose"]
-
-
-def image_msg_to_rgb(msg) -> np.ndarray:
-    """Convert a sensor_msgs Image or CompressedImage to HxWx3 uint8 (ImageEncodingError)."""
-    return message_to_rgb(msg)
+__all__ = ["euler_xyz_to_quat", "pose_to_vector", "stamp_seconds", "to_duration", "wrap_to_pi",
+           "xyz_quat_to_pose"]
 
 
 def pose_to_vector(pose_msg, gripper: float) -> np.ndarray:

@@ -12,19 +12,31 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from clap_train.data.rotations import wrap_to_pi
 from clap_train.interface import DEFAULT_LAYOUT, ActionLayout
 
-from .conversions import wrap_to_pi
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    """One arm's workspace: the box its end-effector targets are clamped to (xyz, m)."""
+
+    low: tuple[float, float, float] = (-1.0, -1.0, 0.0)
+    high: tuple[float, float, float] = (1.0, 1.0, 2.0)
+
+    def check(self, arm: str) -> None:
+        """Raise ValueError naming ``arm`` unless the box has 3 values a side and is not empty."""
+        if len(self.low) != 3 or len(self.high) != 3:
+            raise ValueError(f"{arm} workspace bounds need 3 values each, got {self.low}, {self.high}")
+        if any(a >= b for a, b in zip(self.low, self.high)):
+            raise ValueError(f"{arm} workspace min {tuple(self.low)} must be below max {tuple(self.high)}")
 
 
 @dataclasses.dataclass
 class SafetyLimits:
-    """Per-arm workspace (the default layout's arms), speed limits, gripper range, period."""
+    """Per-arm workspace (arm name -> Box; default: the default layout's arms), speed limits, gripper range."""
 
-    left_min: tuple[float, float, float] = (-1.0, -1.0, 0.0)
-    left_max: tuple[float, float, float] = (1.0, 1.0, 2.0)
-    right_min: tuple[float, float, float] = (-1.0, -1.0, 0.0)
-    right_max: tuple[float, float, float] = (1.0, 1.0, 2.0)
+    workspace: dict[str, Box] = dataclasses.field(
+        default_factory=lambda: {arm: Box() for arm in DEFAULT_LAYOUT.arms})
     max_linear_speed: float = 0.5  # m/s, per arm
     max_angular_speed: float = 2.0  # rad/s, per arm (norm of the Euler-angle step)
     gripper_min: float = 0.0
@@ -32,12 +44,8 @@ class SafetyLimits:
     dt: float = 1.0 / 30.0
 
     def __post_init__(self):
-        for arm in DEFAULT_LAYOUT.arms:
-            lo, hi = getattr(self, f"{arm}_min"), getattr(self, f"{arm}_max")
-            if len(lo) != 3 or len(hi) != 3:
-                raise ValueError(f"{arm} workspace bounds need 3 values each, got {lo}, {hi}")
-            if any(a >= b for a, b in zip(lo, hi)):
-                raise ValueError(f"{arm} workspace min {tuple(lo)} must be below max {tuple(hi)}")
+        for arm, box in self.workspace.items():
+            box.check(arm)
         if self.max_linear_speed <= 0 or self.max_angular_speed <= 0:
             raise ValueError("max_linear_speed and max_angular_speed must be > 0")
         if self.gripper_min >= self.gripper_max:
@@ -50,11 +58,10 @@ class SafetyFilter:
     """Validates chunks and makes each target safe relative to the last commanded one."""
 
     def __init__(self, limits: SafetyLimits, layout: ActionLayout = DEFAULT_LAYOUT):
-        missing = [arm for arm in layout.arms
-                   if not (hasattr(limits, f"{arm}_min") and hasattr(limits, f"{arm}_max"))]
+        missing = [arm for arm in layout.arms if arm not in limits.workspace]
         if missing:
             raise ValueError(f"no workspace limits for arm(s) {missing} (the limits have "
-                             f"{list(DEFAULT_LAYOUT.arms)})")
+                             f"{list(limits.workspace)})")
         self.limits = limits
         self._arms = layout.arm_slices
 
@@ -82,8 +89,8 @@ class SafetyFilter:
         acted: list[str] = []
         for a in self._arms:
             arm, xyz, rpy, grip = a.name, a.position, a.euler, a.gripper
-            lo = np.asarray(getattr(lim, f"{arm}_min"))
-            hi = np.asarray(getattr(lim, f"{arm}_max"))
+            box = lim.workspace[arm]
+            lo, hi = np.asarray(box.low), np.asarray(box.high)
             pos = np.clip(out[xyz], lo, hi)
             if not np.allclose(pos, out[xyz]):
                 acted.append(f"{arm}_workspace")

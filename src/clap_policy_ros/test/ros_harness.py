@@ -149,7 +149,8 @@ class Checker(Node):
 
         Conditions are checked on the node's own header stamps, never on a fixed window of
         arrival times: on a loaded machine delivery comes in bursts, and a test that counts
-        what arrived within 1 s tests the machine, not the node."""
+        what arrived within 1 s tests the machine, not the node.
+        """
         def enough():
             got = [m for _, m in self.messages(topic)
                    if m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 > wall_time]

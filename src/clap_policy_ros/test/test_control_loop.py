@@ -6,7 +6,7 @@ import pytest
 from clap_policy_ros.chunk_executor import ChunkExecutor, ExecutorConfig
 from clap_policy_ros.control_loop import ControlLoop
 from clap_policy_ros.run_state import RunState
-from clap_policy_ros.safety import SafetyFilter, SafetyLimits
+from clap_policy_ros.safety import Box, SafetyFilter, SafetyLimits
 
 CHUNK_LEN = 4
 
@@ -15,7 +15,8 @@ def make_loop(instruction="pick"):
     state = RunState(instruction=instruction)
     state.executor = ChunkExecutor(ExecutorConfig(mode="open_loop", chunk_len=CHUNK_LEN,
                                                   action_dim=14, replan_every=2))
-    limits = SafetyLimits(left_max=(0.5, 1.0, 2.0), max_linear_speed=0.3, dt=0.1)
+    limits = SafetyLimits(workspace={"left": Box(high=(0.5, 1.0, 2.0)), "right": Box()},
+                          max_linear_speed=0.3, dt=0.1)
     return state, ControlLoop(state, SafetyFilter(limits))
 
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from clap_train.data.contract import load_contract
 
-from clap_policy_ros.parameters import PARAMETERS
+from clap_policy_ros.parameters import PARAMETERS, NodeParams
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 LAUNCH = ROOT / "launch" / "astribot.launch.py"
@@ -79,12 +79,17 @@ def test_launch_sets_only_declared_parameters():
     assert keys <= NODE_PARAMS
 
 
-def test_parameter_file_sets_declared_parameters_only():
+def test_parameter_file_sets_the_declared_parameters():
     data = yaml.safe_load((ROOT / "config" / "astribot.yaml").read_text())
     params = data["clap_policy"]["ros__parameters"]
-    assert set(params) <= NODE_PARAMS, set(params) - NODE_PARAMS
+    assert set(params) == set(PARAMETERS), set(params) ^ set(PARAMETERS)  # the file states every one
     for name, value in params.items():  # same type as the declared default
         assert type(value) is type(PARAMETERS[name][0]), name
+    # what the node makes of them: limits for each arm of the contract, a valid executor
+    p = NodeParams.read(params.__getitem__)
+    layout = load_contract().action.layout
+    assert set(p.safety_limits(layout).workspace) == set(layout.arms)
+    p.executor_config(chunk_len=32, action_dim=layout.dim, layout=layout)
 
 
 def test_rviz_config_shows_the_node_outputs():

@@ -58,7 +58,7 @@ def env(tmp_path_factory):
     proc = start_policy_node(tmp, model_dir=str(model),
                              policy_class="fake_policy:FakePolicy", executor="open_loop",
                              replan_every=8, seed=0,
-                             left_workspace_max=[0.9, 0.8, 0.45])
+                             workspace_max=[0.9, 0.8, 0.45, 0.9, 0.0, 1.6])
     checker = make_checker()
     checker.set_instruction = checker.create_client(SetInstruction, "/clap_policy/set_instruction")
     checker.start_episode = checker.create_client(StartEpisode, "/clap_policy/start_episode")

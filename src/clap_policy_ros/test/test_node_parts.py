@@ -33,11 +33,18 @@ def defaults(**overrides):
 
 def test_node_params_cover_every_parameter_and_build_the_parts():
     assert [f.name for f in dataclasses.fields(NodeParams)] == list(PARAMETERS)
+    assert NodeParams.read(defaults().__getitem__) == NodeParams()  # the declared defaults are the fields'
     p = NodeParams.read(defaults(control_rate_hz=20, replan_every=4).__getitem__)
     assert p.dt == pytest.approx(0.05) and isinstance(p.control_rate_hz, float)
-    assert p.left_workspace_max == (1.0, 1.0, 2.0)
+    assert p.workspace_max == (1.0, 1.0, 2.0, 1.0, 1.0, 2.0)
     limits = p.safety_limits()
-    assert limits.dt == pytest.approx(0.05) and limits.left_max == (1.0, 1.0, 2.0)
+    assert limits.dt == pytest.approx(0.05) and limits.workspace["right"].high == (1.0, 1.0, 2.0)
+    # 3 values per arm, in the layout's order
+    boxes = NodeParams.read(defaults(workspace_min=[0, 0, 0, -1, -1, -1], workspace_max=[1, 1, 1, 0, 0, 0])
+                            .__getitem__).safety_limits(ActionLayout(("right", "left"))).workspace
+    assert boxes["right"].high == (1.0, 1.0, 1.0) and boxes["left"].low == (-1.0, -1.0, -1.0)
+    with pytest.raises(ValueError, match=r"3 values per arm \(left, right\): 6, got 3 and 6"):
+        dataclasses.replace(p, workspace_min=(0.0, 0.0, 0.0)).safety_limits()
     config = p.executor_config(chunk_len=16, action_dim=14)
     assert (config.mode, config.chunk_len, config.replan_every) == ("rtc", 16, 4)
     with pytest.raises(dataclasses.FrozenInstanceError):

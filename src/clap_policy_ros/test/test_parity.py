@@ -1,5 +1,6 @@
-"""Bag-live parity: a bag replayed through the node gives the chunks ClapPolicy.predict gives
-on the frames the converter extracts from the same bag.
+"""Bag-live parity: a bag replayed through the node gives the chunks that ClapPolicy.predict gives.
+
+ClapPolicy.predict runs on the frames the converter extracts from the same bag.
 
 Real pieces only: a tiny random-weight ClapPolicy (make_tiny_policy), `clap convert` on the bag,
 `clap replay` of the bag over DDS (with /clock, node on sim time), the policy node in its own
@@ -17,10 +18,10 @@ import time
 import numpy as np
 import pytest
 from clap_msgs.msg import ActionChunk
-from clap_train.data.align import align_episode
-from clap_train.data.bagread import iter_images, read_bag
+from clap_train.data.recording.align import align_episode
+from clap_train.data.recording.bagread import iter_images, read_bag
 from clap_train.data.contract import load_contract
-from clap_train.data.synthetic_bag import CameraSetup, write_bag
+from clap_train.data.recording.synthetic_bag import CameraSetup, write_bag
 from clap_train.policy import ClapPolicy
 from clap_train.testing import make_tiny_policy
 from ros_harness import OUTPUTS, make_checker, start_policy_node, stop_process, write_contract

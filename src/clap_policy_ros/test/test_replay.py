@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 import pytest
-from clap_train.data.synthetic_bag import T0, CameraSetup, image_pattern, write_bag
+from clap_train.data.recording.synthetic_bag import T0, CameraSetup, image_pattern, write_bag
 from geometry_msgs.msg import PoseStamped
 from ros_harness import make_checker
 from rosgraph_msgs.msg import Clock

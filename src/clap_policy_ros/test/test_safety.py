@@ -9,12 +9,12 @@ import pytest
 from clap_train.interface import ActionLayout
 
 from clap_policy_ros.episode_log import EpisodeLog
-from clap_policy_ros.safety import SafetyFilter, SafetyLimits
+from clap_policy_ros.safety import Box, SafetyFilter, SafetyLimits
 
 
 def limits(**kw):
-    return SafetyLimits(left_min=(-0.5, -0.5, 0.0), left_max=(0.5, 0.5, 1.0),
-                        right_min=(-0.5, -0.5, 0.0), right_max=(0.5, 0.5, 1.0),
+    box = Box((-0.5, -0.5, 0.0), (0.5, 0.5, 1.0))
+    return SafetyLimits(workspace={"left": box, "right": box},
                         max_linear_speed=0.3, max_angular_speed=1.5, gripper_min=0.0,
                         gripper_max=0.08, dt=0.1, **kw)
 
@@ -68,7 +68,7 @@ def test_angular_limit_takes_the_short_way_across_pi():
 
 def test_limits_validation():
     with pytest.raises(ValueError, match="left workspace"):
-        SafetyLimits(left_min=(0, 0, 0), left_max=(0, 1, 1))
+        SafetyLimits(workspace={"left": Box((0, 0, 0), (0, 1, 1))})
     with pytest.raises(ValueError, match="gripper range"):
         SafetyLimits(gripper_min=1.0, gripper_max=0.0)
     with pytest.raises(ValueError, match=r"no workspace limits for arm\(s\) \['middle'\]"):
@@ -77,7 +77,8 @@ def test_limits_validation():
 
 def test_the_filter_follows_its_layout():
     # the right arm first: its values are the vector's first seven
-    lim = dataclasses.replace(limits(), left_min=(0.4, 0.4, 0.4))
+    lim = limits()
+    lim = dataclasses.replace(lim, workspace={**lim.workspace, "left": Box((0.4, 0.4, 0.4), (0.5, 0.5, 1.0))})
     f = SafetyFilter(lim, ActionLayout(("right", "left")))
     target = np.zeros(14)
     target[[6, 13]] = [1.0, 0.05]

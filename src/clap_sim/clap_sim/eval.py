@@ -44,6 +44,7 @@ from clap_policy_ros.chunk_executor import EXECUTOR_MODES
 from clap_policy_ros.executors import MultiThreadedExecutor
 from clap_policy_ros.node import NODE_NAME
 from clap_train.data.contract import load_contract
+from clap_train.data.video import write_mp4
 from clap_train.io import atomic_write_text
 from tqdm import tqdm
 
@@ -51,7 +52,6 @@ from .bridge import EXECUTOR_THREADS, SimBridge
 from .eval_lockstep import run_lockstep
 from .eval_node import EvalNode, start_policy_node
 from .eval_report import EvalError, first_chunk, latency_stats, plot_trajectories, save_steps
-from .human_videos import write_mp4
 from .scripted import scripted_trajectory
 from .tasks import TASKS
 

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from clap_train.data.video import write_mp4
 from clap_train.io import atomic_write_text
 from tqdm import tqdm
 
 from .eval_report import EvalError, plot_trajectories
-from .human_videos import write_mp4
 from .tasks import TASKS
 
 

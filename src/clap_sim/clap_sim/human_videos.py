@@ -16,9 +16,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
-from clap_train.io import atomic_path, atomic_write_text
+from clap_train.data.video import write_mp4
+from clap_train.io import atomic_write_text
 from tqdm import tqdm
 
 from .scene import ARMS, BimanualScene
@@ -47,24 +47,6 @@ def apply_look(scene: BimanualScene, look: str, rng: np.random.Generator) -> Non
         scene.set_geom_rgba(links, (0, 0, 0, 0) if look == "hidden" else sleeve)
         scene.set_geom_rgba([f"vx300s_{arm}/{g}" for g in GRIPPER_HOUSING], (0, 0, 0, 0))
         scene.set_geom_rgba([f"vx300s_{arm}/{g}" for g in FINGERS], skin)
-
-
-def write_mp4(path: str | Path, frames: list[np.ndarray], fps: float = 30.0, crf: int = 23) -> None:
-    """Encode HxWx3 uint8 frames as H.264 mp4 (yuv420p), atomically."""
-    if not frames:
-        raise ValueError(f"{path}: no frames to write")
-    h, w, _ = frames[0].shape
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=int(round(fps)))
-            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            stream.options = {"preset": "veryfast", "crf": str(crf)}
-            for f in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-        tmp.chmod(0o644)
 
 
 @dataclass

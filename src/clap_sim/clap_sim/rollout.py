@@ -1,14 +1,18 @@
 """Lock-step closed loop in one process: the simulation waits while the policy thinks.
 
 ``sim eval --lockstep`` uses this to measure what a policy has learned, apart from timing: no
-DDS, no policy node, no inference delay. At every re-plan tick the scene renders the three
-cameras at the bridge's size, the state is read as the bridge publishes it, ``ClapPolicy.predict``
-runs, and the chunk is executed with the node's own ``ChunkExecutor`` (open loop or temporal
-ensembling; ``rtc`` guides each new chunk toward the rest of the current one, with one frozen
-row, the tick already sent). Cameras are rendered only when the policy is called, so an episode
-costs its predictions plus physics.
+DDS, no policy node, no inference delay. It runs the node's own control path without ROS: the
+plan is the node's ``ChunkExecutor`` in a ``RunState``, and every tick goes through the node's
+``ControlLoop`` (the safety filter: workspace, speed and gripper limits relative to the last
+command; the episode-restart rule: the first command starts from the measured pose), built from
+the node's default parameters (``NodeParams``) with this executor. At every re-plan tick the
+scene renders the three cameras at the bridge's size, the state is read as the bridge publishes
+it, ``ClapPolicy.predict`` runs, and a chunk the node would reject (NaN, wrong shape) is dropped
+as the node drops it. ``rtc`` guides each new chunk toward the rest of the current one, with one
+frozen row, the tick already sent. Cameras are rendered only when the policy is called, so an
+episode costs its predictions plus physics.
 
-ROS-free (the chunk executor is pure numpy).
+ROS-free (the executor, the control loop and the safety filter are pure numpy).
 """
 
 from __future__ import annotations
@@ -16,7 +20,12 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from clap_policy_ros.chunk_executor import ChunkExecutor, ExecutorConfig
+from clap_policy_ros.chunk_executor import ChunkExecutor
+from clap_policy_ros.control_loop import ControlLoop
+from clap_policy_ros.parameters import NodeParams
+from clap_policy_ros.run_state import RunState
+from clap_policy_ros.safety import SafetyFilter
+from clap_train.data.layout import DEFAULT_LAYOUT as LAYOUT
 
 from .scene import ARMS, BimanualScene
 from .tasks import Task
@@ -32,10 +41,20 @@ class Rollout:
     max_reward: int
     steps: int
     predictions: int
-    state: np.ndarray  # [T+1, 14] measured
-    target: np.ndarray  # [T, 14] commanded
-    chunks: list[tuple[int, np.ndarray]]  # (tick, [H, 14]) predicted
+    state: np.ndarray  # [T+1, D] measured
+    target: np.ndarray  # [T, D] commanded (after the safety filter)
+    chunks: list[tuple[int, np.ndarray]]  # (tick, [H, D]) predicted
     head_frames: list[np.ndarray]
+
+
+def control_path(policy, instruction: str, executor: str, replan_every: int, rate_hz: float,
+                 seed: int = 0) -> tuple[RunState, ControlLoop]:
+    """The node's plan and control loop for ``policy``, as the node configures them (default parameters)."""
+    params = NodeParams(executor=executor, replan_every=replan_every, control_rate_hz=float(rate_hz), seed=seed)
+    state = RunState(instruction=instruction, seed=seed)
+    state.executor = ChunkExecutor(params.executor_config(policy.chunk_len, policy.action_dim, LAYOUT))
+    state.from_measured = True  # an episode starts: the first command starts from the measured pose
+    return state, ControlLoop(state, SafetyFilter(params.safety_limits(LAYOUT), LAYOUT))
 
 
 def rollout(policy, task: Task, scene: BimanualScene, seed: int, *, mode: str = "rf",
@@ -48,8 +67,9 @@ def rollout(policy, task: Task, scene: BimanualScene, seed: int, *, mode: str = 
     """
     spec = task.reset(scene, seed)
     steps = max_steps or int(round(task.episode_seconds * scene.rate_hz))
-    plan = ChunkExecutor(ExecutorConfig(mode=executor, chunk_len=policy.chunk_len, action_dim=policy.action_dim,
-                                        replan_every=replan_every))
+    run, control = control_path(policy, spec.instruction, executor, replan_every, scene.rate_hz)
+    plan = run.executor
+    shape = (plan.config.chunk_len, plan.config.action_dim)
     states, targets, chunks, frames = [], [], [], []
     best, calls, step = 0, 0, 0
     while step < steps:
@@ -64,9 +84,13 @@ def rollout(policy, task: Task, scene: BimanualScene, seed: int, *, mode: str = 
                                   prev_chunk=prefix, inference_delay=1 if prefix is not None else 0,
                                   seed=(noise_seed * 1_000_003 + seed) * 1000 + calls)
             calls += 1
-            plan.add_chunk(pred.actions, step)
-            chunks.append((step, np.asarray(pred.actions, dtype=np.float64)))
-        action = plan.action_at(step)
+            actions = np.asarray(pred.actions, dtype=np.float64)
+            if SafetyFilter.chunk_problem(actions, shape) is None:
+                plan.add_chunk(actions, step)
+                chunks.append((step, actions))
+            else:  # the node rejects it and holds
+                plan.clear()
+        action = control.tick(step, "", lambda: state)
         targets.append(action)
         apply_vector14(scene, action)
         scene.step()

@@ -18,9 +18,11 @@ from clap_train.data.layout import DEFAULT_LAYOUT
 
 def test_core_modules_do_not_import_ros():
     code = ("import sys, importlib\n"
-            "for n in ('scene', 'tasks', 'scripted', 'recorder', 'human_videos', 'topics', 'cli'):\n"
+            "for n in ('scene', 'tasks', 'scripted', 'recorder', 'human_videos', 'topics', 'cli', 'rollout',\n"
+            "          'pipeline'):\n"
             "    importlib.import_module('clap_sim.' + n)\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'rosgraph_msgs', 'std_srvs')))")
+            "ros = ('rclpy', 'rosgraph_msgs', 'std_srvs', 'geometry_msgs', 'rcl_interfaces')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ros))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", f"a ROS-free clap_sim module imported ROS: {out.stdout}"
@@ -212,3 +214,35 @@ def test_human_videos_are_mp4_with_instructions(tmp_path):
     # A second task in the same folder keeps the first task's entries.
     record_human_videos("transfer_cube", 1, tmp_path, image_size=64, n_steps=5, progress=False)
     assert len(json.loads((tmp_path / "instructions.json").read_text())) == 3
+
+
+def test_lockstep_rollout_goes_through_the_nodes_safety_filter():
+    """A policy asking for a jump through the table gets the node's speed-limited, workspace-clamped path."""
+    from types import SimpleNamespace
+
+    from clap_policy_ros.parameters import NodeParams
+    from clap_sim.rollout import rollout
+
+    left = DEFAULT_LAYOUT.arm("left")
+
+    class Jumpy:
+        chunk_len, action_dim = 32, DEFAULT_LAYOUT.dim
+
+        def predict(self, images, instruction, state=None, **kw):
+            target = np.array(state, dtype=np.float64)
+            target[left.position] += [0.0, 0.0, -5.0]  # z far below the default workspace (>= 0 m)
+            return SimpleNamespace(actions=np.tile(target, (self.chunk_len, 1)))
+
+    task = make_task("transfer_cube")
+    scene = task.make_scene(image_size=32)
+    try:
+        r = rollout(Jumpy(), task, scene, 0, executor="open_loop", replan_every=8, max_steps=36, early_stop=False)
+    finally:
+        scene.close()
+    p = NodeParams()
+    step = np.linalg.norm(np.diff(np.vstack([r.state[:1], r.target])[:, left.position], axis=0), axis=1)
+    max_step = p.max_linear_speed / scene.rate_hz
+    assert step.max() <= max_step + 1e-9  # the first tick starts from the measured pose
+    z = r.target[:, left.position][:, 2]
+    assert z[0] > 0.2 and z[-1] == p.workspace_min[2]  # down at the speed limit, then held at z = 0
+    assert step[:int(z[0] / max_step)].min() > 0.99 * max_step and step[-5:].max() < 0.05 * max_step

@@ -21,9 +21,9 @@ import sys
 
 # name -> (module, one-line help). Modules are imported lazily.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "convert": ("clap_train.data.convert_cli", "convert rosbag2 recordings to a LeRobot v3.0 dataset"),
+    "convert": ("clap_train.data.recording.convert_cli", "convert rosbag2 recordings to a LeRobot v3.0 dataset"),
     "convert-videos": (
-        "clap_train.data.convert_videos_cli",
+        "clap_train.data.recording.convert_videos_cli",
         "convert a folder of human videos + instructions to a LeRobot v3.0 dataset",
     ),
     "train": ("clap_train.train.cli", "train a stage: act-vae, vd-vae, ntp, rf"),

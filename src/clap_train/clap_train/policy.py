@@ -6,7 +6,7 @@ A policy directory (written atomically by ``save_policy``)::
     vlm/                   Qwen3-VL (config.json + model.safetensors) + tokenizer + image processor
     act_vae/               the Act-VAE that decodes action tokens (config.json + model.safetensors)
     flow_head.safetensors  the CLAP-RF DiT head (absent for an NTP-only policy)
-    action_space.json      how actions are represented and normalised (data/action_space.py;
+    action_space.json      how actions are represented and normalised (data/samples/action_space.py;
                            a directory with only the older stats.json is absolute)
 
 ``predict`` takes HxWx3 uint8 frames per camera, resizes them to the training size, runs either
@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from clap_train.config import from_dict, to_dict
 from clap_train.cpus import limit_torch_threads
 from clap_train.data.images import resize_rgb
-from clap_train.data.action_space import ActionSpace
+from clap_train.data.samples.action_space import ActionSpace
 from clap_train.data.layout import DEFAULT_LAYOUT, ActionLayout
 from clap_train.data.rotations import unwrap_vector_euler, wrap_vector_euler
 from clap_train.interface import Prediction

@@ -12,8 +12,8 @@ import pathlib
 import numpy as np
 import torch
 
-from clap_train.data.action_space import ActionSpace
-from clap_train.data.normalize import Normalizer
+from clap_train.data.samples.action_space import ActionSpace
+from clap_train.data.samples.normalize import Normalizer
 from clap_train.models.act_vae import ActVAE, ActVAEConfig
 from clap_train.models.flow_head import FlowHead, FlowHeadConfig
 from clap_train.models.ntp import add_action_tokens

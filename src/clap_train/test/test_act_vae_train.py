@@ -69,10 +69,13 @@ def test_bad_inputs_are_named(tmp_path, capsys):
     args.config = bad
     assert runner.run(trainer.SPEC, args) == 2
     assert "codebook_sise" in capsys.readouterr().err
-    args = _args(tmp_path / "run")
-    args.synthetic, args.dataset = None, str(tmp_path / "nowhere")
+    args = runner.parse_args(trainer.SPEC, ["--config", str(TINY), "--run-dir", str(tmp_path / "run"),
+                                            "--dataset", str(tmp_path / "nowhere")])
     assert runner.run(trainer.SPEC, args) == 2
     assert "nowhere" in capsys.readouterr().err
+    args = runner.parse_args(trainer.SPEC, ["--config", str(TINY), "--run-dir", str(tmp_path / "run")])
+    assert runner.run(trainer.SPEC, args) == 2
+    assert "--dataset DIR (or datasets: in the config) or --synthetic N" in capsys.readouterr().err
 
 
 def test_resume_after_kill_9_gives_the_same_next_losses(tmp_path, sigkill_after_checkpoint):

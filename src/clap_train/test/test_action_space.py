@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from clap_train.data.action_space import ActionSpace, arm_blocks, load_action_space
-from clap_train.data.normalize import Normalizer
+from clap_train.data.samples.action_space import ActionSpace, arm_blocks, load_action_space
+from clap_train.data.samples.normalize import Normalizer
 
 EULER = [3, 4, 5, 10, 11, 12]
 

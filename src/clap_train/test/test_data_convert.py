@@ -19,11 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from clap_train.cli import main as clap_main
-from clap_train.data.align import canonical_branch
+from clap_train.data.rotations import canonical_branch
 from clap_train.data.contract import load_contract
-from clap_train.data.convert import convert_bags, episode_id
-from clap_train.data.lerobot_format import stored_episodes
-from clap_train.data.synthetic_bag import T0, CameraSetup, image_pattern, write_bag
+from clap_train.data.recording.convert import convert_bags, episode_id
+from clap_train.data.recording.lerobot_format import stored_episodes
+from clap_train.data.recording.synthetic_bag import T0, CameraSetup, image_pattern, write_bag
 from clap_train.data.video import decode_all
 
 RATE = 30.0

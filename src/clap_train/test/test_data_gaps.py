@@ -17,10 +17,10 @@ import pytest
 
 from clap_train.cli import main as clap_main
 from clap_train.data.contract import load_contract
-from clap_train.data.convert import convert_bags, episode_id
-from clap_train.data.gaps import part_id
-from clap_train.data.lerobot_format import stored_episodes
-from clap_train.data.synthetic_bag import T0, CameraSetup, image_pattern, write_bag
+from clap_train.data.recording.convert import convert_bags, episode_id
+from clap_train.data.recording.gaps import part_id
+from clap_train.data.recording.lerobot_format import stored_episodes
+from clap_train.data.recording.synthetic_bag import T0, CameraSetup, image_pattern, write_bag
 from clap_train.data.video import decode_all
 
 RATE = 30.0

@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 from clap_train.config import ConfigError
 from clap_train.data.contract import load_contract
 from clap_train.data.images import ImageEncodingError, compressed_to_rgb, ros_image_to_rgb
-from clap_train.data.normalize import Normalizer
+from clap_train.data.samples.normalize import Normalizer
 from clap_train.data.rotations import (
     euler_xyz_to_quat,
     quat_to_euler_xyz,

@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from clap_train.data.contract import load_contract
-from clap_train.data.convert import convert_bags
-from clap_train.data.dataset import ClapDataset
-from clap_train.data.synthetic_bag import CameraSetup, write_bag
+from clap_train.data.recording.convert import convert_bags
+from clap_train.data.samples.dataset import ClapDataset
+from clap_train.data.recording.synthetic_bag import CameraSetup, write_bag
 from clap_train.data.video import decode_all
 
 
@@ -78,8 +78,8 @@ def test_our_loader_reads_a_dataset_written_by_lerobot(tmp_path, lerobot):
 
 
 def test_lerobot_reads_our_human_video_dataset(tmp_path, lerobot):
-    from clap_train.data.convert_videos import convert_videos
-    from clap_train.data.synthetic_bag import image_pattern
+    from clap_train.data.recording.convert_videos import convert_videos
+    from clap_train.data.recording.synthetic_bag import image_pattern
     from clap_train.data.video import Mp4Writer
 
     src = tmp_path / "videos"

@@ -13,11 +13,12 @@ import torch
 
 from clap_train.cli import main as clap_main
 from clap_train.data.contract import load_contract
-from clap_train.data.convert import convert_bags
-from clap_train.data.dataset import ClapDataset, DatasetError, MixedDataset, collate_samples
+from clap_train.data.recording.convert import convert_bags
+from clap_train.data.samples.dataset import ClapDataset, DatasetError, collate_samples
+from clap_train.data.samples.mixing import MixedDataset
 from clap_train.data.images import resize_rgb
 from clap_train.data.layout import DEFAULT_LAYOUT
-from clap_train.data.synthetic_bag import CameraSetup, image_pattern, write_bag
+from clap_train.data.recording.synthetic_bag import CameraSetup, image_pattern, write_bag
 from clap_train.data.video import Mp4Writer, decode_all
 
 CAMS = {n: CameraSetup("rgb8", 32, 32) for n in ("head", "left_wrist", "right_wrist")}

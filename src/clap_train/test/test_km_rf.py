@@ -48,7 +48,9 @@ def test_rf_trains_with_km_and_exports_an_rf_policy(tmp_path, act_vae_dir):
 
 
 def test_reference_is_frozen_and_gets_no_gradient(act_vae_dir):
-    from clap_train.data.synthetic import SyntheticDataset, collate_samples
+    from clap_train.data.recording.synthetic import synthetic_dataset
+    from clap_train.data.samples.dataset import collate_samples
+    from clap_train.data.samples.sources import open_dataset
     from clap_train.models.flow_head import FlowHead
     from clap_train.models.vlm import VLMConfig
     from clap_train.models.pretrained import load_act_vae, load_backbone
@@ -69,7 +71,7 @@ def test_reference_is_frozen_and_gets_no_gradient(act_vae_dir):
     with torch.no_grad():  # move the policy branch away from the reference
         for p in model.vlm.model.language_model.layers[1].parameters():
             p.add_(0.05 * torch.randn_like(p))
-    ds = SyntheticDataset(1, image_size=64, episode_len=40)
+    ds = open_dataset(synthetic_dataset(1, episode_len=40, image_size=64), 32, image_size=64, progress=False)
     batch = collate_samples([ds[0], ds[5]])
     loss, metrics = rf.rf_km_loss_fn(proc, vocab, act_vae, reference, cfg)(model, batch, 0)
     loss.backward()
@@ -191,8 +193,8 @@ def test_kill_9_in_stage_two_then_resume(tmp_path, act_vae_dir, sigkill_after_ch
 def test_pipeline_on_a_converted_lerobot_dataset(tmp_path, act_vae_dir):
     """rosbag2 -> clap convert -> clap train ntp -> clap train rf -> ClapPolicy, on real files."""
     from clap_train.data.contract import load_contract
-    from clap_train.data.convert import convert_bags
-    from clap_train.data.synthetic_bag import CameraSetup, write_bag
+    from clap_train.data.recording.convert import convert_bags
+    from clap_train.data.recording.synthetic_bag import CameraSetup, write_bag
     from clap_train.train import ntp as ntp_train
 
     cams = {n: CameraSetup("rgb8", 48, 64) for n in ("head", "left_wrist", "right_wrist")}

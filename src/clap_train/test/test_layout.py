@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from clap_train.data.action_space import arm_blocks
+from clap_train.data.samples.action_space import arm_blocks
 from clap_train.data.contract import load_contract
 from clap_train.data.layout import ARM_FIELDS, ARM_WIDTH, DEFAULT_LAYOUT, EULER_FIELDS, ActionLayout
 

@@ -9,8 +9,8 @@ import pytest
 
 from clap_train.cli import main as clap_main
 from clap_train.data.contract import load_contract
-from clap_train.data.convert import convert_bags
-from clap_train.data.synthetic_bag import CameraSetup, write_bag
+from clap_train.data.recording.convert import convert_bags
+from clap_train.data.recording.synthetic_bag import CameraSetup, write_bag
 from clap_train.testing import make_tiny_policy
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[3] / "config" / "train" / "tiny"

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from clap_train.config import to_dict
-from clap_train.data.action_space import ActionSpace
+from clap_train.data.samples.action_space import ActionSpace
 from clap_train.data.layout import DEFAULT_LAYOUT
-from clap_train.data.normalize import Normalizer
+from clap_train.data.samples.normalize import Normalizer
 from clap_train.interface import Policy
 from clap_train.models.act_vae import ActVAEConfig
 from clap_train.models.flow_head import FlowHeadConfig

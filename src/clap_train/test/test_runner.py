@@ -64,3 +64,20 @@ def test_no_stage_module_imports_another_stage():
         found = _imports(PACKAGE / "train" / f"{name}.py")
         others = [m for m in found if any(m.startswith(f"clap_train.train.{o}") for o in STAGE_MODULES if o != name)]
         assert not others, f"train/{name}.py imports {others}"
+
+
+def test_run_steps_skips_finished_steps_and_stops_at_a_failure(tmp_path, capsys):
+    done = tmp_path / "done.marker"
+    steps = [runner.Step("help", ("convert", "--help"), tmp_path / "help.done", touch=True),
+             runner.Step("finished before", ("convert", "--no-such-flag"), done),
+             runner.Step("bad", ("convert", str(tmp_path / "no_bags"), "--out", str(tmp_path / "ds")),
+                         tmp_path / "bad.done", touch=True),
+             runner.Step("never", ("convert", "--help"), tmp_path / "never.done", touch=True)]
+    done.write_text("")
+    results = runner.run_steps(steps)
+    assert [(r.name, r.status) for r in results] == [("help", "ok"), ("finished before", "skipped"),
+                                                     ("bad", "FAILED (exit 2)")]
+    assert runner.failed(results) and (tmp_path / "help.done").is_file()
+    assert not (tmp_path / "bad.done").exists() and not (tmp_path / "never.done").exists()
+    assert not runner.failed(runner.run_steps(steps[:2]))  # now both are done: nothing runs
+    assert "$ clap convert --help" in capsys.readouterr().out

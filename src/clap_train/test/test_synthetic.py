@@ -1,4 +1,4 @@
-"""Synthetic bimanual episodes: layout, smoothness, wrap handling, sample format."""
+"""Synthetic bimanual episodes: layout, smoothness, wrap handling; written as a LeRobot dataset the loader reads."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ import pytest
 import torch
 
 from clap_train.data.layout import DEFAULT_LAYOUT
-from clap_train.data.synthetic import (
-    CAMERAS, SyntheticDataset, chunk_unwrap, collate_samples, make_episode, render,
-)
+from clap_train.data.recording.synthetic import CAMERAS, make_episode, render, synthetic_dataset, write_dataset
+from clap_train.data.rotations import unwrap_vector_euler
+from clap_train.data.samples.dataset import ClapDataset, collate_samples
+from clap_train.data.samples.sources import open_dataset
+
+
+def chunk_unwrap(x):
+    return unwrap_vector_euler(x, DEFAULT_LAYOUT.euler_indices)
 
 
 def test_episode_layout_and_smoothness():
@@ -17,7 +22,6 @@ def test_episode_layout_and_smoothness():
     assert ep.state.shape == (120, 14) and ep.action.shape == (120, 14)
     names = DEFAULT_LAYOUT.names
     assert len(names) == 14 and names[6] == "left_gripper" and names[12] == "right_yaw"
-    assert SyntheticDataset(1, episode_len=40, images=False).action_space.euler_indices == [3, 4, 5, 10, 11, 12]
     # action[t] is the pose commanded for t+1
     np.testing.assert_allclose(ep.action[:-1], ep.state[1:], atol=1e-6)
     yaw = ep.state[:, [5, 12]]
@@ -29,13 +33,18 @@ def test_episode_layout_and_smoothness():
     assert len(ep.subtasks) == 120 and ep.instruction
 
 
-def test_some_episodes_cross_pi_and_chunks_are_unwrapped():
+def test_some_episodes_cross_pi_and_the_dataset_keeps_them_continuous(tmp_path):
     crossing = [i for i in range(20) if np.any(np.abs(np.diff(make_episode(i).state[:, [5, 12]], axis=0)) > np.pi)]
     assert len(crossing) >= 3
-    ep = make_episode(crossing[0])
-    un = chunk_unwrap(ep.state)
-    assert np.abs(np.diff(un[:, [5, 12]], axis=0)).max() < 0.5
-    assert -np.pi <= un[0, 5] < np.pi
+    # the dataset stores each episode unwrapped (as the converter does); the loader's chunks start on
+    # the branch of their wrapped state and stay continuous
+    ds = open_dataset(write_dataset(tmp_path / "ds", 20, episode_len=60, image_size=None), 32, images=False)
+    state = ds.frames("observation.state")
+    assert np.abs(np.diff(state[:, [5, 12]], axis=0)[ds._ep[1:] == ds._ep[:-1]]).max() < 0.5
+    for i in range(0, len(ds), 5):
+        s, chunk, _ = ds.raw(i)
+        assert np.all(-np.pi <= s[[5, 12]]) and np.all(s[[5, 12]] < np.pi)
+        assert np.abs(np.diff(chunk[:, [5, 12]], axis=0)).max() < 0.5
 
 
 def test_rendering_depends_on_the_motion():
@@ -50,8 +59,10 @@ def test_rendering_depends_on_the_motion():
         render(ep, 0, "top")
 
 
-def test_samples_follow_contract_3():
-    ds = SyntheticDataset(3, seed=2, episode_len=60, image_size=32)
+def test_the_written_dataset_gives_contract_3_samples(tmp_path):
+    root = write_dataset(tmp_path / "robot", 3, seed=2, episode_len=60, image_size=32)
+    ds = ClapDataset(root, image_size=32, progress=False)
+    assert len(ds) == 180 and ds.layout == DEFAULT_LAYOUT
     s = ds[59]
     assert set(s["images"]) == set(CAMERAS)
     assert s["images"]["head"].shape == (3, 32, 32) and s["images"]["head"].dtype == torch.float32
@@ -60,6 +71,11 @@ def test_samples_follow_contract_3():
     assert s["action"].shape == (32, 14) and s["state"].shape == (14,)
     assert s["action_pad"].dtype == torch.bool and s["action_pad"][1:].all() and not s["action_pad"][0]
     assert torch.equal(s["action"][-1], s["action"][1])  # padded by repeating the last action
+    # the frames are the renderings of the scripted motion (through H.264: a few grey levels off)
+    ep = make_episode(2 * 100_003 + 0, 60)
+    expected = torch.from_numpy(render(ep, 10, "left_wrist", 32)).permute(2, 0, 1).float() / 255
+    assert float((ds[10]["images"]["left_wrist"] - expected).abs().mean()) < 0.03
+    assert ds[10]["instruction"] == ep.instruction and ds[10]["subtask"] == ep.subtasks[10]
     # normalised to about [-1, 1]
     acts = torch.stack([ds[i]["action"] for i in range(0, len(ds), 7)])
     assert acts.abs().max() < 1.6 and acts.min() < -0.5 and acts.max() > 0.5
@@ -67,10 +83,25 @@ def test_samples_follow_contract_3():
     assert batch["images"]["left_wrist"].shape == (2, 3, 32, 32)
     assert batch["is_robot"].tolist() == [True, True] and isinstance(batch["instruction"], list)
 
-    human = SyntheticDataset(3, seed=2, episode_len=60, image_size=32, human=True)
+    human = ClapDataset(write_dataset(tmp_path / "human", 3, seed=2, episode_len=60, image_size=32, human=True),
+                        image_size=32, progress=False)
     h = human[5]
     assert h["is_robot"] is False and h["image_mask"].tolist() == [True, False, False]
     assert h["action"].abs().sum() == 0 and h["state"].abs().sum() == 0 and h["action_pad"].all()
     assert h["images"]["left_wrist"].abs().sum() == 0
-    # same motion as the robot dataset: the normalised chunk is still available for evaluation
-    np.testing.assert_allclose(human.chunk(5)[0], ds.chunk(5)[0])
+    # the same motion as the robot dataset, drawn with the human look
+    assert float((h["images"]["head"] - ds[5]["images"]["head"]).abs().mean()) > 0.04
+
+
+def test_synthetic_dataset_is_built_once_per_parameters(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLAP_CACHE_DIR", str(tmp_path))
+    a = synthetic_dataset(2, seed=1, episode_len=20, image_size=None)
+    stamp = (a / "meta" / "info.json").stat().st_mtime_ns
+    assert synthetic_dataset(2, seed=1, episode_len=20, image_size=None) == a
+    assert (a / "meta" / "info.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    b = synthetic_dataset(2, seed=2, episode_len=20, image_size=None)
+    assert b != a and b.parent == a.parent == tmp_path / "synthetic"
+    assert not np.array_equal(open_dataset(a, 8, images=False).frames("action"),
+                              open_dataset(b, 8, images=False).frames("action"))
+    with pytest.raises(ValueError, match="at least one episode"):
+        write_dataset(tmp_path / "none", 0)

@@ -16,7 +16,7 @@ import torch
 from clap_train.models.act_vae import ActVAE, ActVAEConfig
 from clap_train.models.siglip import SigLIPLoss, siglip_loss
 from clap_train.models.vd_vae import VDVAE, VDVAEConfig
-from clap_train.data.pseudo_tokens import WithPseudoTokens, read_pseudo_tokens
+from clap_train.data.samples.pseudo_tokens import WithPseudoTokens, read_pseudo_tokens
 from clap_train.train import label_videos, runner, vd_vae as trainer
 from clap_train.train.checkpoint import latest_checkpoint
 
@@ -149,13 +149,14 @@ def test_training_keeps_the_act_vae_codebook_bit_identical_and_lowers_the_loss(t
     toks = table.column("action_tokens").to_pylist()
     assert all(len(t) == 4 and all(0 <= v < 16 for v in t) for t in toks)
     assert read_pseudo_tokens(out)[(1, 5)] == toks[64 + 5]
-    from clap_train.data.synthetic import SyntheticDataset
+    from clap_train.data.recording.synthetic import synthetic_dataset
+    from clap_train.data.samples.sources import open_dataset
 
     # token agreement, with its baselines (their values are tested in test_token_agreement.py)
     from clap_train.eval.token_agreement import token_agreement
 
-    robot = SyntheticDataset(2, seed=5, episode_len=64, image_size=32,
-                             stats=json.loads((tmp_path / "vd_vae" / "stats.json").read_text()))
+    robot = open_dataset(synthetic_dataset(2, seed=5, episode_len=64, image_size=32), 32, 32, 32,
+                         stats=json.loads((tmp_path / "vd_vae" / "stats.json").read_text()))
     res = token_agreement(trained, robot, batch_size=16)
     assert res["samples"] == 2 * (64 - 31)  # unpadded chunks only
     assert len(res["per_position"]) == 4 and 0.0 <= res["agreement"] <= 1.0
@@ -163,7 +164,7 @@ def test_training_keeps_the_act_vae_codebook_bit_identical_and_lowers_the_loss(t
 
     # the NTP stage reads them as the sample key action_tokens
 
-    base = SyntheticDataset(2, seed=424_242, episode_len=64, image_size=32, human=True)
+    base = open_dataset(synthetic_dataset(2, seed=424_242, episode_len=64, image_size=32, human=True), 32, 32, 32)
     human = WithPseudoTokens(base, out)
     assert human[64 + 5]["action_tokens"].tolist() == toks[64 + 5]
     assert human[3]["action_tokens"].dtype == torch.long
@@ -248,10 +249,12 @@ def test_the_stage_trains_on_a_per_arm_relative_act_vae(tmp_path):
     act = ActVAE(ActVAEConfig(num_queries=16, codebook_size=16, d_model=32, layers=1, decoder_layers=1, heads=4,
                               code_dim=8, arms=2))
     act_dir = act.save_pretrained(tmp_path / "act_vae")
-    from clap_train.data.action_space import fit_action_space
-    from clap_train.data.synthetic import SyntheticDataset
+    from clap_train.data.samples.action_space import fit_action_space
+    from clap_train.data.recording.synthetic import synthetic_dataset
+    from clap_train.data.samples.sources import open_dataset
 
-    fit_action_space(SyntheticDataset(2, seed=0, episode_len=64, images=False), "relative").save(act_dir)
+    robot = open_dataset(synthetic_dataset(2, seed=0, episode_len=64, image_size=None), 32, images=False)
+    fit_action_space(robot, "relative").save(act_dir)
     assert runner.run(trainer.SPEC, _args(tmp_path / "run", act_dir, "loop.steps=4", "loop.save_every=4")) == 0
     vd = VDVAE.from_pretrained(tmp_path / "run" / "vd_vae")
     assert vd.siglip.groups == 2

@@ -48,6 +48,30 @@ def wrap_to_pi(angles: np.ndarray) -> np.ndarray:
     return (a + np.pi) % TWO_PI - np.pi
 
 
+def nearest_branch(angles: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``angles`` shifted by the multiple of 2*pi that brings them nearest to ``reference`` (broadcast).
+
+    The one place this is written: the converter (commands onto the state's branch), the action
+    space (a relative chunk onto the state's branch) and the offline evaluation (a prediction
+    onto the truth's branch) all call it.
+    """
+    a = np.asarray(angles, dtype=np.float64)
+    return a + TWO_PI * np.round((np.asarray(reference, dtype=np.float64) - a) / TWO_PI)
+
+
+def canonical_branch(state: np.ndarray, action: np.ndarray, euler_indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Shift each frame's Euler angles by the multiple of 2*pi that wraps its *state* to [-pi, pi).
+
+    The same shift is applied to the actions of that frame, so a chunk stays continuous and starts
+    near the wrapped state the live node sees. Used for statistics and by the loader.
+    """
+    offset = wrap_to_pi(state[..., euler_indices]) - state[..., euler_indices]
+    s, a = state.copy(), action.copy()
+    s[..., euler_indices] += offset
+    a[..., euler_indices] += offset
+    return s, a
+
+
 def unwrap_vector_euler(vectors: np.ndarray, euler_indices: list[int] | tuple[int, ...]) -> np.ndarray:
     """Unwrap the Euler columns of a [T, D] state/action sequence along time (copy)."""
     out = np.array(vectors, dtype=np.float64, copy=True)

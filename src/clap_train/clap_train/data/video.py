@@ -1,4 +1,4 @@
-"""mp4 camera streams with PyAV: an encoder for the converters and a random-access frame reader.
+"""mp4 streams with PyAV: an encoder for the converters, a random-access frame reader, whole clips.
 
 Encoding: H.264 (libx264, yuv420p), constant quality, a short GOP (a keyframe every ``gop``
 frames, default 8) so that a random frame costs one seek plus at most ``gop`` - 1 decoded
@@ -8,6 +8,9 @@ LeRobot's default codec is AV1; H.264 reads back in LeRobot too and encodes fast
 Decoding (:class:`VideoFrameReader`): seek to the keyframe at or before the wanted frame and
 decode forward; sequential reads continue without seeking. This is the loader's answer to
 "random access without decoding a whole video per sample".
+
+``write_mp4`` writes a clip held in memory (the simulation's human-look videos, an evaluation's
+rollout video) with its own settings (veryfast, crf 23, the encoder's default GOP).
 """
 
 from __future__ import annotations
@@ -162,3 +165,26 @@ def probe(path: str | os.PathLike) -> tuple[int, int, float, int]:
     if n == 0:
         raise VideoError(f"{path}: has no video frames")
     return h, w, rate, n
+
+
+def write_mp4(path: str | os.PathLike, frames: list[np.ndarray], fps: float = 30.0, crf: int = 23) -> None:
+    """Encode a list of HxWx3 uint8 frames as one H.264 mp4 (yuv420p, veryfast), atomically.
+
+    For whole clips in memory: the simulation's human-look videos and the evaluation's rollout video.
+    """
+    from clap_train.io import atomic_path
+
+    if not frames:
+        raise ValueError(f"{path}: no frames to write")
+    h, w, _ = frames[0].shape
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=int(round(fps)))
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            stream.options = {"preset": "veryfast", "crf": str(crf)}
+            for f in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        tmp.chmod(0o644)

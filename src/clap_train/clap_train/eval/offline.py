@@ -39,6 +39,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from clap_train.data.layout import ActionLayout
+from clap_train.data.rotations import nearest_branch
 
 BASELINES = ("mean chunk", "hold state")
 
@@ -156,7 +157,7 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
 def _match_branch(pred: np.ndarray, true: np.ndarray, euler_indices) -> np.ndarray:
     out = np.array(pred, dtype=np.float64, copy=True)
     idx = list(euler_indices)
-    out[:, idx] += 2 * np.pi * np.round((true[:, idx] - out[:, idx]) / (2 * np.pi))
+    out[:, idx] = nearest_branch(out[:, idx], true[:, idx])
     return out
 
 
@@ -228,7 +229,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clap_train.data.dataset import ClapDataset, DatasetError
+    from clap_train.data.samples.dataset import ClapDataset, DatasetError
     from clap_train.io import atomic_write_text
     from clap_train.policy import ClapPolicy
 

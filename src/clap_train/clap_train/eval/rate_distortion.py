@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from clap_train.config import ConfigError
+from clap_train.data.layout import ARM_WIDTH
 from clap_train.io import atomic_path, atomic_write_text
 from clap_train.models.act_vae import ActVAE
 
@@ -44,7 +45,7 @@ def psnr_of(mse: float, dynamic_range: float = 2.0) -> float:
     return 20.0 * math.log10(dynamic_range / math.sqrt(max(mse, 1e-20)))
 
 
-def rate_of(num_queries: int, codebook_size: int, mse: float, chunk_len: int = 32, rate_dim: int = 7,
+def rate_of(num_queries: int, codebook_size: int, mse: float, chunk_len: int = 32, rate_dim: int = ARM_WIDTH,
             dynamic_range: float = 2.0) -> float:
     """Eq. 8: r = Nq log2 K / (Na Da log2(R / sqrt(MSE)))."""
     return num_queries * math.log2(codebook_size) / (
@@ -82,7 +83,7 @@ def evaluate(model: ActVAE, chunks: torch.Tensor, pads: torch.Tensor | None = No
 
 def heldout_chunks(dataset, limit: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack up to ``limit`` evenly spaced (action, action_pad) items of a contract-3 dataset."""
-    from clap_train.data.sources import ActionChunks
+    from clap_train.data.samples.sources import ActionChunks
 
     items = ActionChunks(dataset)
     step = max(1, len(items) // limit)
@@ -139,11 +140,12 @@ def plot(points: Sequence[RDPoint], chosen: tuple[int, int] | None, path: pathli
 
 
 def sweep(grid: Sequence[tuple[int, int]], config: pathlib.Path | None, out: pathlib.Path, dataset: str | None,
-          synthetic: int | None, overrides: Sequence[str], chosen: tuple[int, int] | None, rate_dim: int = 7,
+          synthetic: int | None, overrides: Sequence[str], chosen: tuple[int, int] | None, rate_dim: int = ARM_WIDTH,
           heldout: int = 16, progress: bool = False) -> list[RDPoint]:
     from clap_train.cli import main as clap
     from clap_train.config import read_yaml
-    from clap_train.data.sources import open_dataset
+    from clap_train.data.recording.synthetic import synthetic_dataset
+    from clap_train.data.samples.sources import open_dataset
 
     points = []
     eval_chunks = None
@@ -162,15 +164,16 @@ def sweep(grid: Sequence[tuple[int, int]], config: pathlib.Path | None, out: pat
         ran = read_yaml(run_dir / "config.yaml")  # the training config as it ran
         chunk_len = int(ran["model"]["chunk_len"])
         if eval_chunks is None:
-            from clap_train.data.action_space import load_action_space
+            from clap_train.data.samples.action_space import load_action_space
 
             stats = json.loads((run_dir / "act_vae" / "stats.json").read_text())
             space = load_action_space(run_dir / "act_vae")
             if synthetic is not None:  # held-out episodes: another seed, the training normalisation
-                ds, _ = open_dataset(None, heldout, chunk_len, images=False, episode_len=ran["synthetic_episode_len"],
-                                     seed=int(ran["synthetic_seed"]) + 9_973, stats=stats, action_space=space)
+                path = synthetic_dataset(heldout, seed=int(ran["synthetic_seed"]) + 9_973,
+                                         episode_len=ran["synthetic_episode_len"], image_size=None)
+                ds = open_dataset(path, chunk_len, images=False, stats=stats, action_space=space)
             else:
-                ds, _ = open_dataset(dataset, None, chunk_len, images=False, action_space=space)
+                ds = open_dataset(dataset, chunk_len, images=False, action_space=space)
             eval_chunks = heldout_chunks(ds)
         mse, ppl = evaluate(model, *eval_chunks)
         points.append(RDPoint(nq, k, mse, psnr_of(mse), rate_of(nq, k, mse, chunk_len, rate_dim), ppl))
@@ -192,7 +195,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", default="4x256,8x256,12x128,12x256,16x256,20x256",
                         help="comma-separated NQxK points (default: Table V's)")
     parser.add_argument("--chosen", default="16x256", help="the point to highlight (NQxK)")
-    parser.add_argument("--rate-dim", type=int, default=7, help="Da of Eq. 8 (7 reproduces Table V)")
+    parser.add_argument("--rate-dim", type=int, default=ARM_WIDTH,
+                        help="Da of Eq. 8 (one arm's values, 7, reproduces Table V)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="training config overrides")
     parser.add_argument("--progress", action="store_true", help="show each training's progress bar")
 

@@ -81,7 +81,7 @@ def retrieval_stats(anchors: torch.Tensor, positives: torch.Tensor, groups: int 
 @torch.no_grad()
 def vd_and_true_latents(model, dataset, batch_size: int = 64, limit: int | None = None):
     """(VD-VAE latents z_v,a, Act-VAE latents E_act(a)) [N, Nq, D] of the unpadded robot samples of ``dataset``."""
-    from clap_train.data.dataset import collate_samples
+    from clap_train.data.samples.dataset import collate_samples
 
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples)
@@ -142,19 +142,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from clap_train.data.recording.synthetic import synthetic_dataset
+    from clap_train.data.samples.action_space import load_action_space
+    from clap_train.data.samples.sources import open_dataset
     from clap_train.models.vd_vae import VDVAE
-    from clap_train.data.sources import open_dataset
 
     try:
         model = VDVAE.from_pretrained(args.vd_vae)
         act = model.act_vae.config
         stats_path = args.stats or (args.vd_vae / "stats.json")
         stats = json.loads(stats_path.read_text()) if stats_path.is_file() else None
-        from clap_train.data.action_space import load_action_space
-
-        ds, _ = open_dataset(args.dataset, args.synthetic, act.chunk_len, act.chunk_len, model.config.image_size,
-                             seed=args.seed, episode_len=args.episode_len, stats=stats,
-                             action_space=load_action_space(args.vd_vae))
+        path = args.dataset
+        if args.synthetic is not None:  # held-out episodes, normalised as the Act-VAE's training data
+            path = synthetic_dataset(args.synthetic, seed=args.seed, episode_len=args.episode_len,
+                                     image_size=model.config.image_size)
+        ds = open_dataset(path, act.chunk_len, act.chunk_len, model.config.image_size,
+                          stats=stats if args.synthetic is not None else None,
+                          action_space=load_action_space(args.vd_vae))
         result = token_agreement(model, ds, limit=args.limit)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"clap eval token-agreement: {exc}", file=sys.stderr)

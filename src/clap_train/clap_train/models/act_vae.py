@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from clap_train.config import from_dict, to_dict
+from clap_train.data.layout import DEFAULT_LAYOUT
 from clap_train.io import atomic_dir
 from clap_train.models.quantizer import VectorQuantizer, quantize_with
 
@@ -38,7 +39,7 @@ from clap_train.models.quantizer import VectorQuantizer, quantize_with
 @dataclasses.dataclass
 class ActVAEConfig:
     chunk_len: int = 32
-    action_dim: int = 14
+    action_dim: int = DEFAULT_LAYOUT.dim
     num_queries: int = 16  # Nq: 8 codes per arm in the paper
     codebook_size: int = 256  # K
     d_model: int = 256

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clap_train.data.layout import DEFAULT_LAYOUT
+
 TIME_S = 0.999
 
 
@@ -39,8 +41,8 @@ class FlowHeadConfig:
     """Shape of the DiT flow head and of its flow."""
 
     chunk_len: int = 32
-    action_dim: int = 14
-    state_dim: int = 14
+    action_dim: int = DEFAULT_LAYOUT.dim
+    state_dim: int = DEFAULT_LAYOUT.dim
     vlm_hidden: int = 128  # hidden size of the VLM whose features are fused
     feature_layers: list[int] = dataclasses.field(default_factory=lambda: [0, 1])  # early, middle decoder layers
     d_model: int = 128

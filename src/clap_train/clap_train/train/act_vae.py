@@ -1,12 +1,13 @@
 """``clap train act-vae``: train the Act-VAE action codebook (CLAP Alg. 1) through the shared loop.
 
-Data: the unified LeRobot dataset (``--dataset DIR``, read with ClapDataset) or scripted synthetic
-episodes (``--synthetic N``). Only the normalised action chunk and its padding mask are used.
+Data: the robot LeRobot datasets (``--dataset DIR`` or the config's ``datasets``, several with
+mixing weights), or scripted synthetic episodes written as one (``--synthetic N``). Only the
+normalised action chunk and its padding mask are used.
 The codebook has its own learning rate (a separate optimiser param group). Codebook health is
 logged every step (perplexity, dead codes) and dead codes are re-seeded from recent encoder
 outputs every ``reseed_every`` steps, because a collapsed codebook silently ruins every later
 stage. Before training the stage fits the action space (``actions``: ``relative`` per-arm deltas to
-the state, or ``absolute`` poses; see data/action_space.py) on the dataset; every later stage and
+the state, or ``absolute`` poses; see data/samples/action_space.py) on the dataset; every later stage and
 the deployed policy use that space. At the end the model is exported to ``RUN_DIR/act_vae``
 (config.json, model.safetensors, action_space.json, and the dataset's stats.json).
 
@@ -25,8 +26,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from clap_train.data.action_space import REPRESENTATIONS, ActionSpace, fit_action_space
-from clap_train.data.sources import ActionChunks, Sources, open_dataset
+from clap_train.data.samples.action_space import REPRESENTATIONS, ActionSpace, fit_action_space
+from clap_train.data.samples.sources import ActionChunks, DataKeys, Sources, open_robot
 from clap_train.io import atomic_write_text
 from clap_train.models.act_vae import ActVAE, ActVAEConfig
 from clap_train.train.loop import LoopConfig, Stage, global_share, is_main_process, run_loop, unwrap
@@ -34,15 +35,13 @@ from clap_train.train.runner import RunOptions, StageSpec
 
 
 @dataclasses.dataclass
-class ActVAETrainConfig:
+class ActVAETrainConfig(DataKeys):
     model: ActVAEConfig = dataclasses.field(default_factory=ActVAEConfig)
     loop: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(lr=3e-4, batch_size=256, steps=20000))
     codebook_lr: float = 1e-3  # Table IX: separate, larger codebook learning rate
     reseed_every: int = 100  # steps between dead-code re-seeding passes (0 = never)
     dead_threshold: float = 0.0  # usage EMA below which a code counts as dead (0 = 1/(16 K))
     actions: str = "absolute"  # action representation the whole pipeline learns in: absolute | relative
-    synthetic_episode_len: int = 150
-    synthetic_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.codebook_lr <= 0:
@@ -122,8 +121,7 @@ class Prepared:
 
 
 def prepare(cfg: ActVAETrainConfig, sources: Sources, options: RunOptions) -> Prepared:
-    dataset, stats = open_dataset(sources.dataset, sources.synthetic, cfg.model.chunk_len, images=False,
-                                  episode_len=cfg.synthetic_episode_len, seed=cfg.synthetic_seed)
+    dataset, stats = open_robot(sources, cfg, cfg.model.chunk_len, images=False, progress=options.progress)
     space = fit_action_space(dataset, cfg.actions)
     dataset.action_space = space
     return Prepared(cfg, dataset, stats, space)

@@ -3,7 +3,7 @@
 For every frame t of every episode the trained VD-VAE tokenises the transition (o_t, o_{t+H})
 (head camera; t+H clamped to the episode end by the loader) into Nq tokens of the Act-VAE
 vocabulary. The tokens go to the dataset's sidecar table ``meta/pseudo_tokens.parquet``
-(data/pseudo_tokens.py says its format; the NTP and RF stages read it there). ``--synthetic N``
+(data/samples/pseudo_tokens.py says its format; the NTP and RF stages read it there). ``--synthetic N``
 labels N synthetic human episodes instead (written to ``--out DIR/meta/pseudo_tokens.parquet``),
 for demos and tests.
 
@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from clap_train.data.pseudo_tokens import token_table, write_sidecar
+from clap_train.data.samples.pseudo_tokens import token_table, write_sidecar
 
 
 def label(model, dataset, batch_size: int = 64, num_workers: int = 0, progress: bool = True) -> pa.Table:
@@ -34,7 +34,7 @@ def label(model, dataset, batch_size: int = 64, num_workers: int = 0, progress: 
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    from clap_train.data.dataset import collate_samples
+    from clap_train.data.samples.dataset import collate_samples
 
     state = PartialState()
     rows = []
@@ -67,8 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from clap_train.data.recording.synthetic import synthetic_dataset
+    from clap_train.data.samples.sources import open_dataset
     from clap_train.models.vd_vae import VDVAE
-    from clap_train.data.sources import open_dataset
 
     try:
         device = args.device
@@ -80,11 +81,11 @@ def run(args: argparse.Namespace) -> int:
             if args.out is None:
                 raise ValueError("--synthetic needs --out DIR")
             root = args.out
-            ds, _ = open_dataset(None, args.synthetic, act.chunk_len, act.chunk_len, cfg.image_size, human=True,
-                                 seed=424_242, episode_len=args.episode_len)
+            videos = synthetic_dataset(args.synthetic, seed=424_242, episode_len=args.episode_len,
+                                       image_size=cfg.image_size, human=True)
         else:
-            root = args.dataset
-            ds, _ = open_dataset(str(root), None, act.chunk_len, act.chunk_len, cfg.image_size)
+            root = videos = args.dataset
+        ds = open_dataset(videos, act.chunk_len, act.chunk_len, cfg.image_size, progress=not args.no_progress)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"clap label-videos: {exc}", file=sys.stderr)
         return 2

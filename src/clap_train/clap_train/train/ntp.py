@@ -1,7 +1,8 @@
 r"""``clap train ntp``: CLAP-NTP (Alg. 3), Qwen3-VL next-token prediction of [subtask, action tokens].
 
-Data: robot samples (``--dataset DIR`` or ``--synthetic N``) and, optionally, human samples
-(``--human-dataset DIR`` or ``--human-synthetic N``) mixed with ``human_fraction``. Robot targets
+Data: robot samples (``--dataset DIR``, the config's ``datasets``, or ``--synthetic N``) and,
+optionally, human samples (``--human-dataset DIR``, ``human_datasets``, or ``--human-synthetic N``)
+mixed with ``human_fraction``; several datasets of a kind are drawn by their weights. Robot targets
 are the Act-VAE tokens of the sample's normalised chunk (computed on the fly with the frozen
 Act-VAE); human targets are the VD-VAE pseudo tokens a labelled human dataset carries in the
 sample key ``action_tokens`` ([Nq] long, -1 = unlabelled). A human sample without them trains on
@@ -22,8 +23,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from clap_train.data.action_space import ActionSpace, load_action_space
-from clap_train.data.sources import Sources, open_mixed
+from clap_train.data.samples.action_space import ActionSpace, load_action_space
+from clap_train.data.samples.sources import DataKeys, Sources, open_mixed
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.ntp import ntp_loss_fn
 from clap_train.models.pretrained import Backbone, load_act_vae, load_backbone
@@ -33,7 +34,7 @@ from clap_train.train.runner import RunOptions, StageSpec
 
 
 @dataclasses.dataclass
-class NTPTrainConfig:
+class NTPTrainConfig(DataKeys):
     """``clap train ntp`` settings."""
 
     vlm: VLMConfig = dataclasses.field(default_factory=VLMConfig)
@@ -46,8 +47,6 @@ class NTPTrainConfig:
     human_fraction: float = 0.0  # share of human samples in a batch when human data is given
     max_subtask_tokens: int = 32
     rate_hz: float = 30.0
-    synthetic_episode_len: int = 150
-    synthetic_seed: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.wrist_dropout < 1.0:
@@ -75,7 +74,7 @@ def prepare(cfg: NTPTrainConfig, sources: Sources, options: RunOptions) -> Prepa
 
 
 def train(job: Prepared, options: RunOptions) -> int:
-    from clap_train.data.dataset import collate_samples
+    from clap_train.data.samples.dataset import collate_samples
     from clap_train.policy import PolicyMeta, save_policy
 
     cfg, act_vae = job.cfg, job.act_vae

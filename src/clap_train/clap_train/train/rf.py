@@ -29,8 +29,8 @@ from typing import Any, Literal
 import torch
 from torch.profiler import record_function
 
-from clap_train.data.action_space import ActionSpace, load_action_space
-from clap_train.data.sources import Sources, open_mixed
+from clap_train.data.samples.action_space import ActionSpace, load_action_space
+from clap_train.data.samples.sources import DataKeys, Sources, open_mixed
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.flow_head import FlowHead, FlowHeadConfig, default_feature_layers
 from clap_train.models.knowledge_matching import ReferenceCache, reverse_kl
@@ -44,7 +44,7 @@ from clap_train.train.runner import RunOptions, StageSpec
 
 
 @dataclasses.dataclass
-class RFTrainConfig:
+class RFTrainConfig(DataKeys):
     """``clap train rf`` settings (defaults: Table IX)."""
 
     init: str | None = None  # NTP policy directory to start from (clap train ntp's RUN_DIR/policy)
@@ -70,8 +70,6 @@ class RFTrainConfig:
     export_every: int = 0  # stage-2 steps between intermediate policies in RUN_DIR/exports/ (0 = none)
     max_subtask_tokens: int = 32
     rate_hz: float = 30.0
-    synthetic_episode_len: int = 150
-    synthetic_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.alpha < 0:
@@ -200,7 +198,7 @@ def prepare(cfg: RFTrainConfig, sources: Sources, options: RunOptions) -> Prepar
 
 
 def train(job: Prepared, options: RunOptions) -> int:
-    from clap_train.data.dataset import collate_samples
+    from clap_train.data.samples.dataset import collate_samples
     from clap_train.policy import PolicyMeta, save_policy
 
     cfg, act_vae, space, run_dir, progress = job.cfg, job.act_vae, job.space, options.run_dir, options.progress

@@ -2,14 +2,14 @@
 
 Needs a trained Act-VAE (the config key ``act_vae``, e.g. ``--set act_vae=DIR``: the folder that
 ``clap train act-vae`` exports); its codebook stays frozen (bit-identical before and after). Batches
-mix robot samples (``--dataset DIR`` or ``--synthetic N``) and human-video samples
-(``--human-dataset DIR``, or with ``--synthetic`` the same number of synthetic human episodes)
-with ``human_fraction`` (the data engineer's MixedDataset). The EMA teacher is updated after every
-optimiser step. ``feature_cache: true`` keeps frozen-backbone features in memory (keyed by source,
-episode and frame), which pays off for real DINO backbones: the clean frames, which the teacher,
-the Act-VAE positive and the reconstruction target use, go through the backbone once; with
-``aug: image`` only the online branch's augmented frames are computed each step. The model is exported to
-``RUN_DIR/vd_vae`` at the end.
+mix robot samples (``--dataset DIR``, the config's ``datasets``, or ``--synthetic N``) and
+human-video samples (``--human-dataset DIR``, ``human_datasets``, or with ``--synthetic`` the same
+number of synthetic human episodes) with ``human_fraction`` (data/samples/mixing.py). The EMA
+teacher is updated after every optimiser step. ``feature_cache: true`` keeps frozen-backbone
+features in memory (keyed by source, dataset, episode and frame), which pays off for real DINO
+backbones: the clean frames, which the teacher, the Act-VAE positive and the reconstruction target
+use, go through the backbone once; with ``aug: image`` only the online branch's augmented frames are
+computed each step. The model is exported to ``RUN_DIR/vd_vae`` at the end.
 
     clap train vd-vae --config config/train/vd_vae.yaml --synthetic 200 --run-dir runs/vd_vae \
         --set act_vae=runs/act_vae/act_vae
@@ -20,15 +20,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import pathlib
 import sys
 from typing import Any
 
 import torch
 
 from clap_train.config import ConfigError
-from clap_train.data.action_space import ActionSpace, load_action_space
-from clap_train.data.sources import Sources, open_dataset
+from clap_train.data.samples.action_space import ActionSpace, load_action_space
+from clap_train.data.samples.sources import DataKeys, Sources, open_human, open_robot
 from clap_train.io import atomic_write_text
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.vd_vae import VDVAE, VDVAEConfig
@@ -37,7 +36,7 @@ from clap_train.train.runner import RunOptions, StageSpec
 
 
 @dataclasses.dataclass
-class VDVAETrainConfig:
+class VDVAETrainConfig(DataKeys):
     model: VDVAEConfig = dataclasses.field(default_factory=VDVAEConfig)
     loop: LoopConfig = dataclasses.field(default_factory=lambda: LoopConfig(lr=3e-4, batch_size=64, steps=20000))
     act_vae: str | None = None  # exported Act-VAE folder (config.json + model.safetensors)
@@ -45,8 +44,6 @@ class VDVAETrainConfig:
     future_offset: int = 32  # H: the transition (o_t, o_{t+H}) spans one action chunk
     feature_cache: bool = False
     feature_cache_max: int = 200_000  # cached feature maps (each P x C float16)
-    synthetic_episode_len: int = 150
-    synthetic_seed: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.human_fraction < 1.0:
@@ -86,10 +83,11 @@ class FeatureCache:
 
 def _keys(batch: dict[str, Any], offset: int, future: bool) -> list[tuple]:
     robot = batch["is_robot"].tolist()
+    sets = batch["dataset_index"].tolist()
     eps = batch["episode_index"].tolist()
     frames = batch["frame_index"].tolist()
     # the future frame is clamped to the episode end by the loader; (ep, t, "future") names it exactly
-    return [(r, e, f, future) for r, e, f in zip(robot, eps, frames)]
+    return [(r, d, e, f, future) for r, d, e, f in zip(robot, sets, eps, frames)]
 
 
 def make_stage(model: VDVAE, dataset, collate, cfg: VDVAETrainConfig) -> Stage:
@@ -121,24 +119,22 @@ def make_stage(model: VDVAE, dataset, collate, cfg: VDVAETrainConfig) -> Stage:
                  param_groups=[{"params": model.trainable_parameters()}], after_step=after_step)
 
 
-def build_data(cfg: VDVAETrainConfig, act: ActVAE, dataset: str | None, synthetic: int | None,
-               human_dataset: str | None, stats: dict[str, Any] | None = None, space=None):
-    from clap_train.data.dataset import MixedDataset
+def build_data(cfg: VDVAETrainConfig, act: ActVAE, sources: Sources, space=None, progress: bool = True):
+    """Robot and human samples mixed with ``human_fraction``, and the robot normaliser's statistics.
 
-    common = dict(chunk_len=act.config.chunk_len, future_offset=cfg.future_offset, image_size=cfg.model.image_size,
-                  episode_len=cfg.synthetic_episode_len)
-    # synthetic actions are normalised with the Act-VAE's own statistics (``stats``), so that
-    # E_act sees chunks exactly as it was trained on them
-    robot, stats = open_dataset(dataset, synthetic, seed=cfg.synthetic_seed, stats=stats, action_space=space,
-                                **common)
+    With ``--synthetic N`` and no human videos given, N synthetic human episodes are made.
+    """
+    from clap_train.data.samples.mixing import MixedDataset
+
+    common = dict(future_offset=cfg.future_offset, image_size=cfg.model.image_size, progress=progress)
+    robot, stats = open_robot(sources, cfg, act.config.chunk_len, action_space=space, **common)
     human = None
     if cfg.human_fraction > 0:
-        if human_dataset is not None:
-            human, _ = open_dataset(human_dataset, None, **common)
-        elif synthetic is not None:
-            human, _ = open_dataset(None, synthetic, seed=cfg.synthetic_seed + 7_777, human=True, stats=stats, **common)
-        else:
+        if not sources.has_human and sources.synthetic is not None:
+            sources = dataclasses.replace(sources, human_synthetic=sources.synthetic)
+        if not sources.has_human:
             raise ConfigError("human_fraction > 0 needs --human-dataset DIR (or set human_fraction=0)")
+        human = open_human(sources, cfg, act.config.chunk_len, seed=cfg.synthetic_seed + 7_777, **common)
     return MixedDataset(robot, human, cfg.human_fraction, seed=cfg.loop.seed), stats
 
 
@@ -157,15 +153,13 @@ def prepare(cfg: VDVAETrainConfig, sources: Sources, options: RunOptions) -> Pre
     act = ActVAE.from_pretrained(cfg.act_vae)
     if act.config.chunk_len != cfg.future_offset:
         print(f"note: future_offset {cfg.future_offset} != Act-VAE chunk_len {act.config.chunk_len}", file=sys.stderr)
-    stats_path = pathlib.Path(cfg.act_vae) / "stats.json"
-    act_stats = json.loads(stats_path.read_text()) if stats_path.is_file() else None
-    space = load_action_space(cfg.act_vae)  # None: the dataset's own (absolute)
-    data, stats = build_data(cfg, act, sources.dataset, sources.synthetic, sources.human_dataset, act_stats, space)
+    space = load_action_space(cfg.act_vae)  # None: the datasets' own (absolute)
+    data, stats = build_data(cfg, act, sources, space, progress=options.progress)
     return Prepared(cfg, act, data, stats, space)
 
 
 def train(job: Prepared, options: RunOptions) -> int:
-    from clap_train.data.dataset import collate_samples
+    from clap_train.data.samples.dataset import collate_samples
 
     cfg = job.cfg
     torch.manual_seed(cfg.loop.seed)

@@ -128,7 +128,7 @@ def write_bag(
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-    from clap_train.data.bagread import SUBTASK_MSG, SUBTASK_TYPE
+    from clap_train.data.recording.bagread import SUBTASK_MSG, SUBTASK_TYPE
 
     contract = contract or load_contract()
     cameras = cameras or {c.name: CameraSetup() for c in contract.cameras}

@@ -16,8 +16,8 @@ import re
 
 import numpy as np
 
-from clap_train.data.align import AlignedEpisode
-from clap_train.data.bagread import BagError
+from clap_train.data.recording.align import AlignedEpisode
+from clap_train.data.recording.bagread import BagError
 from clap_train.data.contract import Contract
 
 

@@ -16,10 +16,12 @@ both from a seed, in numpy only, so tests, demos and benchmarks run before any r
   per-episode background colour; wrist cameras are zoomed views centred on their end effector.
   ``look="human"`` draws the same motion differently (striped background, skin-coloured hands):
   the "human video" variant.
-- ``SyntheticDataset``: yields training samples in the format of contract 3 (the same dict as
-  ``clap_train.data.dataset.ClapDataset``); ``human=True`` gives human samples (head camera only,
-  zero actions and state, ``action_pad`` all True, ``is_robot`` False;
-    ``chunk(i)`` still gives the true motion for evaluation). ``collate_samples`` stacks them.
+- ``write_dataset(root, n)`` / ``synthetic_dataset(n)``: ``n`` episodes written as a LeRobot v3.0
+  dataset through the converter's writer (``lerobot_format``): state and action unwrapped along
+  the episode like a converted recording, one mp4 per camera. ``human=True`` writes the human-video
+  variant (head camera only, ``look="human"``, no state or action), as ``clap convert-videos``
+  would. The training loader reads them like any other dataset; ``synthetic_dataset`` builds one
+  once into a cache folder named by its parameters (``--synthetic N`` of every stage).
 
 Written by hand because no library generates this kind of toy bimanual data; the numbers that
 matter (rate, layout, normalisation to [-1, 1] via q01/q99) follow the project contracts.
@@ -28,17 +30,24 @@ matter (rate, layout, normalisation to [-1, 1] via q01/q99) follow the project c
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import os
+import pathlib
+import shutil
+import tempfile
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from clap_train.data.action_space import ActionSpace
+from clap_train.data.layout import ARM_WIDTH, EULER
 from clap_train.data.layout import DEFAULT_LAYOUT as LAYOUT
-from clap_train.data.normalize import Normalizer
+from clap_train.data.recording.lerobot_format import ACTION_KEY, STATE_KEY, finalize, store_dir, write_frames
+from clap_train.data.rotations import unwrap_vector_euler, wrap_to_pi
+from clap_train.data.stats import image_stats
+from clap_train.data.video import Mp4Writer
+from clap_train.io import atomic_dir
 
 FPS = 30
 CAMERAS = ("head", "left_wrist", "right_wrist")
@@ -47,10 +56,6 @@ COLORS = {
     "purple": (150, 60, 190), "orange": (240, 140, 30), "cyan": (40, 200, 210), "white": (240, 240, 240),
 }
 _YAW = tuple(LAYOUT.indices("yaw"))  # yaw columns of the 14-D layout
-
-
-def wrap_to_pi(x: np.ndarray) -> np.ndarray:
-    return (np.asarray(x) + np.pi) % (2 * np.pi) - np.pi
 
 
 @dataclasses.dataclass
@@ -117,7 +122,7 @@ def _arm_track(rng: np.random.Generator, length: int, side: float, active: bool)
         wps = [("idle", home + rng.uniform(-0.02, 0.02, 3), rp0, yaw0, open_) for _ in range(3)]
     names = [w[0] for w in wps[1:]]
     segs = _segments(rng, length, names)
-    pose = np.zeros((length, 7))
+    pose = np.zeros((length, ARM_WIDTH))
     phase = [""] * length
     for (name, a, b), w0, w1 in zip(segs, wps[:-1], wps[1:]):
         n = b - a
@@ -131,7 +136,7 @@ def _arm_track(rng: np.random.Generator, length: int, side: float, active: bool)
     t = np.arange(length) / FPS
     f = rng.uniform(0.3, 0.8, 6)
     ph = rng.uniform(0, 2 * np.pi, 6)
-    pose[:, :6] += np.sin(2 * np.pi * f * t[:, None] + ph) * np.array([0.004, 0.004, 0.003, 0.02, 0.02, 0.02])
+    pose[:, :EULER.stop] += np.sin(2 * np.pi * f * t[:, None] + ph) * np.array([0.004, 0.004, 0.003, 0.02, 0.02, 0.02])
     # object follows the gripper between grasp and release
     obj_track = np.repeat(obj[None], length, axis=0)
     held = [i for i, p in enumerate(phase) if p in ("lift", "carry", "place")] if active else []
@@ -251,139 +256,93 @@ def render(episode: Episode, t: int, camera: str = "head", size: int = 64, look:
 
 
 # ------------------------------------------------------------------------------------------------
-# statistics (meta/stats.json format: per key min/max/mean/std/q01/q99); normalisation is the
-# project's clap_train.data.normalize.Normalizer
+# the dataset builder: scripted episodes -> a LeRobot v3.0 dataset (the loader's only input)
+
+STATS_SAMPLES = 48  # frames per camera and episode for image statistics (as the converter)
 
 
-def chunk_unwrap(chunk: np.ndarray) -> np.ndarray:
-    """Unwrap the yaw columns of a [T, 14] chunk along time, keeping row 0 wrapped."""
-    out = np.array(chunk, dtype=np.float64, copy=True)
-    for c in _YAW:
-        out[:, c] = np.unwrap(out[:, c])
-        out[:, c] += wrap_to_pi(out[0, c]) - out[0, c]
-    return out
+def episode_seed(seed: int, i: int) -> int:
+    """The seed of episode ``i`` of a synthetic dataset with ``seed``."""
+    return seed * 100_003 + i
 
 
-def compute_stats(episodes: Sequence[Episode], chunk_len: int = 32) -> dict[str, dict[str, list[float]]]:
-    """Stats of actions (as unwrapped chunks) and states, in meta/stats.json's format."""
-    acts = []
-    for ep in episodes:
-        for t in range(0, ep.length, max(1, chunk_len // 4)):
-            acts.append(chunk_unwrap(_chunk(ep.action, t, chunk_len)[0]))
-    a = np.concatenate(acts)
-    s = np.concatenate([ep.state for ep in episodes]).astype(np.float64)
+def _write_episode(root: pathlib.Path, ep: Episode, eid: str, image_size: int | None, human: bool) -> None:
+    """One episode into the dataset's store (atomically), in the converter's staging format."""
+    cameras = () if image_size is None else (("head",) if human else CAMERAS)
+    with atomic_dir(store_dir(root) / eid) as tmp:
+        n = ep.length
+        columns = {"timestamp": np.arange(n) / FPS, "frame_index": np.arange(n), "task": [ep.instruction] * n,
+                   "subtask": list(ep.subtasks)}
+        if not human:  # unwrapped along the episode, commands on the state's branch, as a converted bag
+            poses = unwrap_vector_euler(np.concatenate([ep.state, ep.action[-1:]]), LAYOUT.euler_indices)
+            columns[STATE_KEY], columns[ACTION_KEY] = poses[:n], poses[1:]
+        write_frames(tmp / "frames.parquet", columns, None if human else LAYOUT.dim)
+        infos = {}
+        sample_at = set(np.linspace(0, n - 1, min(STATS_SAMPLES, n)).astype(int).tolist())
+        for cam in cameras:
+            key = f"observation.images.{cam}"
+            samples = []
+            with Mp4Writer(tmp / f"{key}.mp4", FPS, image_size, image_size) as writer:
+                for t in range(n):
+                    rgb = render(ep, t, cam, image_size, "human" if human else "robot")
+                    writer.write(rgb)
+                    if t in sample_at:
+                        samples.append(rgb)
+            infos[key] = {"file": f"{key}.mp4", "shape": [image_size, image_size], "stats": image_stats(samples)}
+        meta = {"kind": "human" if human else "robot", "source": f"synthetic:{ep.seed}", "length": n,
+                "vector_names": None if human else LAYOUT.names, "cameras": infos}
+        (tmp / "episode.json").write_text(json.dumps(meta, indent=2))
 
-    def stats(x: np.ndarray) -> dict[str, list[float]]:
-        return {
-            "min": x.min(0).tolist(), "max": x.max(0).tolist(), "mean": x.mean(0).tolist(),
-            "std": x.std(0).tolist(), "q01": np.quantile(x, 0.01, axis=0).tolist(),
-            "q99": np.quantile(x, 0.99, axis=0).tolist(), "count": [int(x.shape[0])],
-        }
 
-    return {"action": stats(a), "observation.state": stats(s)}
+def write_dataset(root: str | os.PathLike, num_episodes: int, *, seed: int = 0, episode_len: int = 150,
+                  image_size: int | None = 64, human: bool = False, progress: bool = False) -> pathlib.Path:
+    """Write ``num_episodes`` scripted episodes as a LeRobot v3.0 dataset at ``root`` (no videos: image_size None)."""
+    from tqdm import tqdm
+
+    if num_episodes <= 0:
+        raise ValueError(f"a synthetic dataset needs at least one episode, got {num_episodes}")
+    if image_size is not None and (image_size < 8 or image_size % 2):
+        raise ValueError(f"synthetic image_size must be an even number >= 8, got {image_size}")
+    root = pathlib.Path(root)
+    for i in tqdm(range(num_episodes), desc="synthetic episodes", unit="episode", disable=not progress):
+        _write_episode(root, make_episode(episode_seed(seed, i), episode_len), f"synthetic_{i:06d}", image_size,
+                       human)
+    finalize(root, fps=FPS, robot_type=None if human else "synthetic", contract_yaml=None,
+             euler_indices=[] if human else LAYOUT.euler_indices,
+             report={"synthetic": {"episodes": num_episodes, "seed": seed, "episode_len": episode_len,
+                                   "image_size": image_size, "human": human}})
+    return root
 
 
-def _chunk(actions: np.ndarray, t: int, chunk_len: int) -> tuple[np.ndarray, np.ndarray]:
-    idx = np.arange(t, t + chunk_len)
-    pad = idx >= actions.shape[0]
-    return actions[np.minimum(idx, actions.shape[0] - 1)], pad
+def cache_root() -> pathlib.Path:
+    """Where ``synthetic_dataset`` keeps its datasets: ``$CLAP_CACHE_DIR/synthetic`` or ``~/.cache/clap/synthetic``."""
+    env = os.environ.get("CLAP_CACHE_DIR")
+    return (pathlib.Path(env) if env else pathlib.Path.home() / ".cache" / "clap") / "synthetic"
 
 
-# ------------------------------------------------------------------------------------------------
-# the training-sample view (contract 3)
+def synthetic_dataset(num_episodes: int, *, seed: int = 0, episode_len: int = 150, image_size: int | None = 64,
+                      human: bool = False, progress: bool = False) -> pathlib.Path:
+    """The dataset ``write_dataset`` makes with these parameters, built once into the cache and reused.
 
-
-class SyntheticDataset(Dataset):
-    """Samples of ``num_episodes`` scripted episodes in the contract-3 format.
-
-    ``images=False`` leaves out the image keys (the Act-VAE needs only actions, and rendering
-    costs time). ``stats`` (meta/stats.json format) fixes the normalisation; default: computed
-    from these episodes. ``human=True``: human-video samples (head camera only, other look, zero
-    actions/state, ``is_robot`` False).
+    The folder's name holds the parameters and a digest of this module, so a change to the
+    generator builds anew. A build goes to a temporary folder that is renamed into place whole.
     """
-
-    def __init__(
-        self,
-        num_episodes: int,
-        seed: int = 0,
-        episode_len: int = 150,
-        chunk_len: int = 32,
-        future_offset: int = 32,
-        image_size: int = 64,
-        images: bool = True,
-        human: bool = False,
-        stats: dict[str, Any] | None = None,
-        frame_stride: int = 1,
-    ):
-        if num_episodes <= 0:
-            raise ValueError(f"num_episodes must be positive, got {num_episodes}")
-        self.episodes = [make_episode(seed * 100_003 + i, episode_len) for i in range(num_episodes)]
-        self.chunk_len, self.future_offset, self.image_size = chunk_len, future_offset, image_size
-        self.images, self.human = images, human
-        self.stats = stats or compute_stats(self.episodes, chunk_len)
-        self.normalizer = Normalizer.from_stats(self.stats)
-        self.action_space = ActionSpace("absolute", self.normalizer, LAYOUT.euler_indices)
-        self.index = [(e, t) for e, ep in enumerate(self.episodes) for t in range(0, ep.length, frame_stride)]
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def raw(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Item ``i``'s state [14], action chunk [chunk_len, 14] (robot units) and pad mask."""
-        e, t = self.index[i]
-        raw, pad = _chunk(self.episodes[e].action, t, self.chunk_len)
-        return self.episodes[e].state[t].astype(np.float64), chunk_unwrap(raw), pad
-
-    def chunk(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Model-space action chunk [chunk_len, 14] and pad mask of item ``i`` (also for human items)."""
-        state, raw, pad = self.raw(i)
-        return self.action_space.encode(raw, state), pad
-
-    def image(self, e: int, t: int, camera: str) -> torch.Tensor:
-        look = "human" if self.human else "robot"
-        arr = render(self.episodes[e], t, camera, self.image_size, look)
-        return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        e, t = self.index[i]
-        ep = self.episodes[e]
-        sample: dict[str, Any] = {}
-        if self.images:
-            cams = ("head",) if self.human else CAMERAS
-            zero = torch.zeros(3, self.image_size, self.image_size)
-            sample["images"] = {c: self.image(e, t, c) if c in cams else zero for c in CAMERAS}
-            sample["image_mask"] = torch.tensor([c in cams for c in CAMERAS])
-            sample["future_head"] = self.image(e, min(t + self.future_offset, ep.length - 1), "head")
-        chunk, pad = self.chunk(i)
-        if self.human:
-            sample["action"] = torch.zeros(self.chunk_len, LAYOUT.dim)
-            sample["state"] = torch.zeros(LAYOUT.dim)
-        else:
-            sample["action"] = torch.from_numpy(chunk)
-            sample["state"] = torch.from_numpy(self.action_space.encode_state(ep.state[t]))
-        sample["action_pad"] = torch.ones(self.chunk_len, dtype=torch.bool) if self.human else torch.from_numpy(pad)
-        sample["is_robot"] = not self.human
-        sample["instruction"] = ep.instruction
-        sample["subtask"] = ep.subtasks[t]
-        sample["episode_index"] = e
-        sample["frame_index"] = t
-        return sample
-
-
-def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors (recursively through dicts), keep strings as lists, ints/bools as tensors."""
-    first = samples[0]
-    out: dict[str, Any] = {}
-    for key, value in first.items():
-        items = [s[key] for s in samples]
-        if isinstance(value, torch.Tensor):
-            out[key] = torch.stack(items)
-        elif isinstance(value, dict):
-            out[key] = collate_samples(items)
-        elif isinstance(value, bool):
-            out[key] = torch.tensor(items, dtype=torch.bool)
-        elif isinstance(value, int):
-            out[key] = torch.tensor(items, dtype=torch.long)
-        else:
-            out[key] = items
-    return out
+    version = hashlib.sha256(pathlib.Path(__file__).read_bytes()).hexdigest()[:10]
+    name = (f"{'human' if human else 'robot'}-n{num_episodes}-seed{seed}-len{episode_len}-"
+            f"{'noimages' if image_size is None else f'{image_size}px'}-{version}")
+    dest = cache_root() / name
+    if (dest / "meta" / "info.json").is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest.parent))
+    try:
+        write_dataset(tmp, num_episodes, seed=seed, episode_len=episode_len, image_size=image_size, human=human,
+                      progress=progress)
+        try:
+            os.replace(tmp, dest)
+        except OSError:  # another process built it first
+            if not (dest / "meta" / "info.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest

@@ -42,12 +42,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from clap_train.data.align import align_episode
-from clap_train.data.bagread import BagError, bag_files, fingerprint, read_bag
+from clap_train.data.recording.align import align_episode
+from clap_train.data.recording.bagread import BagError, bag_files, fingerprint, read_bag
 from clap_train.data.contract import Contract
-from clap_train.data.encode_camera import EncodeOptions, encode_camera
-from clap_train.data.gaps import is_own, plan_parts, split_log
-from clap_train.data.lerobot_format import (
+from clap_train.data.recording.encode_camera import EncodeOptions, encode_camera
+from clap_train.data.recording.gaps import is_own, plan_parts, split_log
+from clap_train.data.recording.lerobot_format import (
     ACTION_KEY,
     STATE_KEY,
     StoredEpisode,

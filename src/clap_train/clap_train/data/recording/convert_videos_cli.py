@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clap_train.data.convert_videos import InstructionsError, convert_videos
+    from clap_train.data.recording.convert_videos import InstructionsError, convert_videos
 
     try:
         outcomes, info = convert_videos(

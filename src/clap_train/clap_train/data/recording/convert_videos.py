@@ -19,9 +19,9 @@ import shutil
 import av
 import numpy as np
 
-from clap_train.data.bagread import fingerprint
+from clap_train.data.recording.bagread import fingerprint
 from clap_train.data.images import resize_rgb
-from clap_train.data.lerobot_format import finalize, store_dir, stored_episodes, write_frames
+from clap_train.data.recording.lerobot_format import finalize, store_dir, stored_episodes, write_frames
 from clap_train.data.stats import image_stats
 from clap_train.data.video import Mp4Writer, VideoError
 from clap_train.io import atomic_dir

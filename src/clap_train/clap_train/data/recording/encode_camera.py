@@ -11,7 +11,7 @@ import pathlib
 
 import numpy as np
 
-from clap_train.data.bagread import BagError, iter_images
+from clap_train.data.recording.bagread import BagError, iter_images
 from clap_train.data.contract import Contract
 from clap_train.data.images import resize_rgb
 from clap_train.data.stats import image_stats

@@ -174,7 +174,7 @@ def finalize(
     report: dict | None = None,
 ) -> dict:
     """(Re)build data/, videos/ and meta/ of ``root`` from the stored episodes; returns info.json."""
-    from clap_train.data.align import canonical_branch
+    from clap_train.data.rotations import canonical_branch
 
     root = pathlib.Path(root)
     fps = int(fps) if float(fps).is_integer() else float(fps)

@@ -10,7 +10,7 @@ Two representations of a chunk ``a[0..H-1]`` observed at state ``s`` (both 14-D 
   millimetres off the demonstration asks for the same motion from there.
 
 Each model-space dimension is then normalised with its q01/q99 over the training chunks
-(:class:`~clap_train.data.normalize.Normalizer`). ``ActionSpace.fit`` computes those statistics;
+(:class:`~clap_train.data.samples.normalize.Normalizer`). ``ActionSpace.fit`` computes those statistics;
 the Act-VAE stage fits the space and exports it (``action_space.json``), every later stage and
 the deployed policy read it from there, so one file says how the models see actions.
 """
@@ -26,8 +26,9 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from clap_train.data.layout import DEFAULT_LAYOUT, EULER, ArmSlices
-from clap_train.data.normalize import Normalizer
-from clap_train.data.rotations import unwrap_euler
+from clap_train.data.samples.normalize import Normalizer
+from clap_train.data.stats import vector_stats
+from clap_train.data.rotations import nearest_branch, unwrap_euler
 
 REPRESENTATIONS = ("absolute", "relative")
 FILENAME = "action_space.json"
@@ -48,12 +49,6 @@ def arm_blocks(euler_indices: Sequence[int]) -> list[tuple[int, int, int]]:
             raise ValueError(f"Euler run at {idx[k]} has no xyz position before it")
         blocks.append(ArmSlices(f"arm{k // 3}", start).block)
     return blocks
-
-
-def _stats(x: np.ndarray) -> dict[str, list[float]]:
-    return {"min": x.min(0).tolist(), "max": x.max(0).tolist(), "mean": x.mean(0).tolist(),
-            "std": x.std(0).tolist(), "q01": np.quantile(x, 0.01, axis=0).tolist(),
-            "q99": np.quantile(x, 0.99, axis=0).tolist(), "count": [int(x.shape[0])]}
 
 
 class ActionSpace:
@@ -97,9 +92,8 @@ class ActionSpace:
             a[:, p:p + 3] += s[p:p + 3]
             r = Rotation.from_euler("xyz", a[:, e:e + 3]) * Rotation.from_euler("xyz", s[e:e + 3])
             euler = unwrap_euler(r.as_euler("xyz"), axis=0)
-            # the branch of row 0 nearest to the state's own angles
-            euler += 2 * np.pi * np.round((s[e:e + 3] - euler[0]) / (2 * np.pi))
-            a[:, e:e + 3] = euler
+            # the branch of row 0 nearest to the state's own angles, for the whole chunk
+            a[:, e:e + 3] = euler + (nearest_branch(euler[0], s[e:e + 3]) - euler[0])
         return a
 
     # -- normalised ------------------------------------------------------------------------------
@@ -127,7 +121,7 @@ class ActionSpace:
         rows = model[~np.asarray(pads, dtype=bool)]
         if rows.size == 0:
             raise ValueError("no unpadded action rows to fit the action space on")
-        stats = {"action": _stats(rows), "observation.state": _stats(np.asarray(states, dtype=np.float64))}
+        stats = {"action": vector_stats(rows), "observation.state": vector_stats(states)}
         return cls(representation, Normalizer.from_stats(stats), euler_indices)
 
     def to_dict(self) -> dict:

@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clap_train.data.contract import load_contract
-    from clap_train.data.convert import convert_bags
-    from clap_train.data.encode_camera import EncodeOptions
+    from clap_train.data.recording.convert import convert_bags
+    from clap_train.data.recording.encode_camera import EncodeOptions
 
     try:
         contract = load_contract(args.contract)

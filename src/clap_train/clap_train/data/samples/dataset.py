@@ -7,16 +7,17 @@
 * ``future_head``: the head frame at t + future_offset (clamped to the episode's last frame), for
   the video model;
 * ``action``: float32 [chunk_len, 14], actions t .. t+chunk_len-1 in the model's action space
-  (``action_space``, an :class:`~clap_train.data.action_space.ActionSpace`; default: absolute
+  (``action_space``, an :class:`~clap_train.data.samples.action_space.ActionSpace`; default: absolute
   poses normalised with the dataset's q01/q99 from meta/stats.json), padded past the episode end
   by repeating the last action, ``action_pad`` bool [chunk_len] (True = padding); ``state``
   float32 [14] normalised; Euler angles are put on the branch where the state at t lies in
   [-pi, pi) (the same shift for the whole chunk, so it stays continuous), which is what the live
   node sees (``raw(i)`` gives state and chunk in robot units);
 * human-video datasets (no action feature): action and state zeros, action_pad all True;
-* ``is_robot``, ``instruction``, ``subtask``, ``episode_index``, ``frame_index``.
+* ``is_robot``, ``instruction``, ``subtask``, ``episode_index``, ``frame_index``, and
+  ``dataset_index`` (which of a stage's datasets the sample is from: samples/mixing.py).
 
-Frames come from a :class:`~clap_train.data.frame_cache.FrameCache` (every frame decoded once at
+Frames come from a :class:`~clap_train.data.samples.frame_cache.FrameCache` (every frame decoded once at
 the training size and memory-mapped; built on the first image read, rebuilt when the dataset
 changes). With ``frame_cache=False`` each frame is decoded on demand: the converter writes H.264
 with a keyframe every 8 frames, and :class:`~clap_train.data.video.VideoFrameReader` seeks to the
@@ -37,19 +38,19 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
-from clap_train.data.action_space import ActionSpace
-from clap_train.data.align import canonical_branch
-from clap_train.data.frame_cache import FrameCache
 from clap_train.data.images import resize_rgb
-from clap_train.data.layout import ActionLayout
-from clap_train.data.normalize import Normalizer
+from clap_train.data.layout import DEFAULT_LAYOUT, ActionLayout
+from clap_train.data.rotations import canonical_branch
+from clap_train.data.samples.action_space import ActionSpace
+from clap_train.data.samples.frame_cache import FrameCache
+from clap_train.data.samples.normalize import Normalizer
 from clap_train.data.video import VideoFrameReader
 
 CAMERAS = ("head", "left_wrist", "right_wrist")
 STATE_KEY, ACTION_KEY = "observation.state", "action"
 
 
-class DatasetError(Exception):
+class DatasetError(ValueError):
     """A dataset folder that cannot be read; the message names the file."""
 
 
@@ -86,6 +87,7 @@ class ClapDataset(Dataset):
         load_images: bool = True,
         frame_cache: bool = True,
         progress: bool = True,
+        dataset_index: int = 0,
     ):
         if chunk_len < 1 or future_offset < 0 or image_size < 8:
             raise ValueError(
@@ -98,6 +100,7 @@ class ClapDataset(Dataset):
         # read only actions (the Act-VAE).
         self.load_images = load_images
         self.use_frame_cache, self.progress = frame_cache, progress
+        self.dataset_index = int(dataset_index)
         self._cache: FrameCache | None = None
         self.info = _read_json(self.root / "meta" / "info.json")
         if self.info.get("codebase_version") != "v3.0":
@@ -108,6 +111,8 @@ class ClapDataset(Dataset):
         self.fps = self.info["fps"]
         feats = self.info["features"]
         self.is_robot = ACTION_KEY in feats
+        if self.is_robot and STATE_KEY not in feats:
+            raise DatasetError(f"{self.root / 'meta' / 'info.json'}: has '{ACTION_KEY}' but no '{STATE_KEY}' feature")
         self.camera_keys = {cam: f"observation.images.{cam}" for cam in CAMERAS if f"observation.images.{cam}" in feats}
         self.action_names = feats[ACTION_KEY]["names"] if self.is_robot else None
         self.tasks = _index_table(self.root / "meta" / "tasks.parquet", "task")
@@ -125,7 +130,8 @@ class ClapDataset(Dataset):
         self._euler = []
         contract_path = self.root / "meta" / "contract.yaml"
         self.action_space: ActionSpace | None = None
-        self.layout: ActionLayout | None = None  # of the state and action vectors (robot datasets)
+        # of the state and action vectors; a human-video dataset takes its robot datasets' (sources.py)
+        self.layout: ActionLayout | None = None
         if self.is_robot:
             self.normalizer = Normalizer.from_stats_file(self.root / "meta" / "stats.json")
             if contract_path.is_file():
@@ -182,6 +188,17 @@ class ClapDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self._ep)
+
+    def frames(self, key: str) -> np.ndarray:
+        """Every frame's stored ``observation.state`` or ``action`` [N, D] (unwrapped along each episode)."""
+        if not self.is_robot:
+            raise DatasetError(f"{self.root} has no {key} (a human-video dataset)")
+        return {STATE_KEY: self._state, ACTION_KEY: self._action}[key]
+
+    def use_stats(self, stats: dict) -> None:
+        """Normalise with ``stats`` (meta/stats.json format) instead of the dataset's own: a shared normaliser."""
+        self.normalizer = Normalizer.from_stats(stats)
+        self.action_space = ActionSpace("absolute", self.normalizer, self._euler)
 
     def __getstate__(self) -> dict:
         # open video decoders and memory maps are not pickled (DataLoader workers with spawn): reopen lazily
@@ -275,7 +292,7 @@ class ClapDataset(Dataset):
             action = self.action_space.encode(chunk, state)
             state = self.action_space.encode_state(state)
         else:
-            dim = 14
+            dim = (self.layout or DEFAULT_LAYOUT).dim
             action = np.zeros((H, dim), np.float32)
             state = np.zeros(dim, np.float32)
             pad = np.ones(H, dtype=bool)
@@ -291,38 +308,11 @@ class ClapDataset(Dataset):
             "subtask": self.subtasks[self._subtask[i]] if self.subtasks else "",
             "episode_index": ep,
             "frame_index": t,
+            "dataset_index": self.dataset_index,
         }
         if not self.load_images:
             del sample["images"], sample["future_head"]
         return sample
-
-
-class MixedDataset(Dataset):
-    """Robot and human samples mixed with a fixed human fraction; sample i is deterministic in i.
-
-    Length: enough draws that the robot data is seen about once per pass. Each index picks its
-    source and its frame with a generator seeded by the index, so a resumed run (whose batches
-    depend only on the seed and the step) sees the same samples.
-    """
-
-    def __init__(self, robot: Dataset, human: Dataset | None, human_fraction: float = 0.5, seed: int = 0):
-        if not 0.0 <= human_fraction < 1.0:
-            raise ValueError(f"human_fraction must be in [0, 1), got {human_fraction}")
-        if human_fraction > 0 and (human is None or len(human) == 0):
-            raise ValueError("human_fraction > 0 needs a non-empty human dataset")
-        if len(robot) == 0:
-            raise ValueError("the robot dataset is empty")
-        self.robot, self.human, self.human_fraction, self.seed = robot, human, human_fraction, seed
-        self._len = int(np.ceil(len(robot) / (1.0 - human_fraction)))
-
-    def __len__(self) -> int:
-        return self._len
-
-    def __getitem__(self, i: int) -> dict:
-        rng = np.random.default_rng([self.seed, int(i)])
-        if self.human is not None and rng.random() < self.human_fraction:
-            return self.human[int(rng.integers(len(self.human)))]
-        return self.robot[int(rng.integers(len(self.robot)))]
 
 
 def collate_samples(samples: Sequence[dict]) -> dict:

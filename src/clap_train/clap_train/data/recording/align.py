@@ -27,9 +27,10 @@ import dataclasses
 
 import numpy as np
 
-from clap_train.data.bagread import BagContents, BagError, Series
+from clap_train.data.recording.bagread import BagContents, BagError, Series
 from clap_train.data.contract import Contract
-from clap_train.data.rotations import wrap_to_pi
+from clap_train.data.layout import EULER
+from clap_train.data.rotations import nearest_branch, unwrap_euler
 
 
 @dataclasses.dataclass
@@ -192,7 +193,7 @@ def align_episode(bag: BagContents, contract: Contract) -> AlignedEpisode:
         a_pose = s_pose.copy()
         a_grip = s_grip.copy()
         for series, max_age, target, width in (
-            (bag.action_pose[a], act_arm.pose.max_age_s, a_pose, 6),
+            (bag.action_pose[a], act_arm.pose.max_age_s, a_pose, EULER.stop),  # xyz + Euler
             (bag.action_gripper[a], act_arm.gripper.max_age_s, a_grip, 1),
         ):
             idx, ok = latest_at_or_before(series.stamps, times, _age(max_age))
@@ -200,15 +201,15 @@ def align_episode(bag: BagContents, contract: Contract) -> AlignedEpisode:
             target[ok] = vals[idx[ok]]
             held |= ~ok
         # Commands and state were unwrapped separately: put the commands on the state's branch.
-        diff = np.mean(a_pose[:, 3:6] - s_pose[:, 3:6], axis=0)
-        a_pose[:, 3:6] -= 2 * np.pi * np.round(diff / (2 * np.pi))
+        mean_offset = np.mean(a_pose[:, EULER] - s_pose[:, EULER], axis=0)
+        a_pose[:, EULER] += nearest_branch(mean_offset, 0.0) - mean_offset
         action_parts.append(np.concatenate([a_pose, a_grip], axis=1))
     state = np.concatenate(state_parts, axis=1)
     action = np.concatenate(action_parts, axis=1)
     # Held actions copied from an unwrapped state are fine; commands re-unwrapped along frames
     # keep the chunk continuous where a command crossed +-pi between two frames.
     eul = contract.action.euler_indices
-    action[:, eul] = np.unwrap(action[:, eul], axis=0)
+    action[:, eul] = unwrap_euler(action[:, eul], axis=0)
 
     instr_idx, _ = latest_at_or_before(bag.instruction.stamps, times, None)
     instr_vals = bag.instruction.values
@@ -232,16 +233,3 @@ def align_episode(bag: BagContents, contract: Contract) -> AlignedEpisode:
         gaps=gaps,
         origin_ns=int(grid[0]),
     )
-
-
-def canonical_branch(state: np.ndarray, action: np.ndarray, euler_indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Shift each frame's Euler angles by the multiple of 2*pi that wraps its *state* to [-pi, pi).
-
-    The same shift is applied to the actions of that frame, so a chunk stays continuous and starts
-    near the wrapped state the live node sees. Used for statistics and by the loader.
-    """
-    offset = wrap_to_pi(state[..., euler_indices]) - state[..., euler_indices]
-    s, a = state.copy(), action.copy()
-    s[..., euler_indices] += offset
-    a[..., euler_indices] += offset
-    return s, a

@@ -1,0 +1,262 @@
+"""The CLAP pipeline on the simulation, as named, frozen recipes: record -> convert -> train -> label -> eval.
+
+Each recipe is a frozen dataclass of what the experiment is (task, data sizes, stage configs,
+evaluation) whose methods give the steps (``clap_train.train.runner.Step``); ``run_steps`` of that
+runner runs them, each a ``clap`` command in a child process, skipped when its output exists (an
+interrupted pipeline continues where it stopped). ``recipe(name, **changes)`` gives a registered
+recipe with some fields changed:
+
+    from clap_sim.pipeline import recipe
+    from clap_train.train.runner import run_steps
+    demo = recipe("demo", episodes=10)
+    run_steps(demo.steps(out), stage_env())
+
+Recipes: ``demo`` (``make demo``: scripts/demo.py), ``closed_loop`` (bench/closed_loop.py: the
+learning curve and the ladder over DDS), ``human_transfer`` (bench/human_transfer.py: human videos
+of an unseen variant). A new recipe is a frozen dataclass with a ``name`` added to ``RECIPES``.
+Sim-side (it records and evaluates in the simulation); the training steps are clap_train's stage runner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from typing import ClassVar, NamedTuple
+
+from clap_train.train.runner import Step, stage_step
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]  # the checkout (config/ lives there)
+CONFIGS = ROOT / "config" / "train"
+TRAIN_SEED, HELDOUT_SEED = 0, 1000  # recordings use seeds 0..N-1; held-out evaluation starts at 1000
+HUMAN_SEED = 500  # first seed of the human-look videos
+# ACT-style temporal ensembling with a new chunk every tick: the executor under which the small CPU
+# policies succeed (bench/RESULTS.md, "A policy that performs")
+EVAL_EXECUTOR = ("--executor", "temporal_ensemble", "--replan-every", "1")
+EXECUTORS = ("open_loop", "temporal_ensemble", "rtc")
+
+
+def stage_env() -> dict[str, str]:
+    """The environment of the steps: unbuffered output, EGL rendering, DDS on this machine."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    return env
+
+
+class Layout(NamedTuple):
+    """Where a pipeline's data and runs lie under its output folder (``Layout.of(out)``)."""
+
+    bags: pathlib.Path
+    videos: pathlib.Path
+    robot_ds: pathlib.Path
+    human_ds: pathlib.Path
+    runs: pathlib.Path
+    act_vae: pathlib.Path
+    vd_vae: pathlib.Path
+
+    @classmethod
+    def of(cls, out: pathlib.Path) -> Layout:
+        runs = out / "runs"
+        return cls(out / "bags", out / "human_videos", out / "dataset", out / "human_dataset", runs,
+                   runs / "act_vae" / "act_vae", runs / "vd_vae" / "vd_vae")
+
+
+def data_steps(out: pathlib.Path, task: str, demos: int, human_videos: int, configs: pathlib.Path,
+               human_task: str | None = None) -> list[Step]:
+    """The data steps: demonstrations and human-look videos, converted; the Act-VAE and the VD-VAE; pseudo labels.
+
+    Demonstrations are of ``task``, the human-look videos of ``human_task`` (default: the same task).
+    """
+    p = Layout.of(out)
+    return [
+        Step("record scripted demos", ("sim", "record", "--task", task, "--episodes", str(demos), "--out", str(p.bags),
+                                       "--seed", str(TRAIN_SEED)), p.bags / ".done", touch=True),
+        Step("render human videos", ("sim", "human-videos", "--task", human_task or task, "--episodes",
+                                     str(human_videos), "--out", str(p.videos), "--seed", str(HUMAN_SEED)),
+             p.videos / ".done", touch=True),
+        Step("convert bags", ("convert", str(p.bags), "--out", str(p.robot_ds), "--workers", "2"),
+             p.robot_ds / ".done", touch=True),
+        Step("convert human videos", ("convert-videos", str(p.videos), "--out", str(p.human_ds)),
+             p.human_ds / ".done", touch=True),
+        stage_step("train Act-VAE", "act-vae", configs / "act_vae.yaml", p.runs / "act_vae",
+                   p.act_vae / "config.json", datasets=[p.robot_ds]),
+        stage_step("train VD-VAE", "vd-vae", configs / "vd_vae.yaml", p.runs / "vd_vae", p.vd_vae / "config.json",
+                   datasets=[p.robot_ds], human_datasets=[p.human_ds], sets=[f"act_vae={p.act_vae}"]),
+        Step("label human videos", ("label-videos", "--vd-vae", str(p.vd_vae), "--dataset", str(p.human_ds)),
+             p.human_ds / ".labelled", touch=True),
+    ]
+
+
+def policy_steps(out: pathlib.Path, runs: pathlib.Path, configs: pathlib.Path, ntp_set: tuple[str, ...] = (),
+                 rf_set: tuple[str, ...] = (), human_ds: pathlib.Path | None = None) -> list[Step]:
+    """CLAP-NTP, then CLAP-RF + KM from it, on ``out``'s datasets and Act-VAE, into ``runs``.
+
+    ``ntp_set`` / ``rf_set``: extra config overrides of each stage; ``human_ds``: another labelled
+    human-video dataset than ``out``'s.
+    """
+    p = Layout.of(out)
+    data = dict(datasets=[p.robot_ds], human_datasets=[human_ds or p.human_ds])
+    return [
+        stage_step("train CLAP-NTP", "ntp", configs / "ntp.yaml", runs / "ntp", runs / "ntp" / "policy",
+                   sets=[f"act_vae={p.act_vae}", *ntp_set], **data),
+        stage_step("train CLAP-RF + KM", "rf", configs / "rf.yaml", runs / "rf", runs / "rf" / "policy",
+                   sets=[f"init={runs / 'ntp' / 'policy'}", *rf_set], **data),
+    ]
+
+
+def eval_step(name: str, out: pathlib.Path, task: str, policy: pathlib.Path, seed: int, episodes: int,
+              *extra: str) -> Step:
+    """Closed loop through the policy node over DDS (``clap sim eval``; ``--lockstep`` among ``extra``: in-process)."""
+    return Step(name, ("sim", "eval", "--task", task, "--episodes", str(episodes), "--seed", str(seed),
+                       "--policy", str(policy), "--out", str(out), *extra), out / "eval.json")
+
+
+def _check(**positive: int) -> None:
+    bad = {k: v for k, v in positive.items() if v < 1}
+    if bad:
+        raise ValueError(f"these must be >= 1: {bad}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Demo:
+    """``make demo``: every stage at the demo's budget, then closed loop on training and held-out seeds."""
+
+    name: ClassVar[str] = "demo"
+    task: str = "transfer_cube"
+    episodes: int = 20  # scripted robot demonstrations (seeds 0..N-1)
+    human_episodes: int = 6
+    eval_episodes: int = 5  # on training seeds and on held-out seeds, each
+    configs: pathlib.Path = CONFIGS / "demo"
+
+    def __post_init__(self) -> None:
+        _check(episodes=self.episodes, human_episodes=self.human_episodes, eval_episodes=self.eval_episodes)
+
+    def training(self, out: pathlib.Path) -> list[Step]:
+        """Record, convert and train every CLAP stage; the policy lands in ``out/runs/rf/policy``."""
+        return (data_steps(out, self.task, self.episodes, self.human_episodes, self.configs)
+                + policy_steps(out, Layout.of(out).runs, self.configs))
+
+    def evaluations(self, out: pathlib.Path) -> dict[str, pathlib.Path]:
+        """Where each evaluation goes: ``train`` (training seeds) and ``heldout``."""
+        return {"train": out / "eval_train_seeds", "heldout": out / "eval_heldout_seeds"}
+
+    def steps(self, out: pathlib.Path) -> list[Step]:
+        policy = Layout.of(out).runs / "rf" / "policy"
+        evals = self.evaluations(out)
+        return self.training(out) + [
+            eval_step("closed-loop eval, training seeds", evals["train"], self.task, policy, TRAIN_SEED,
+                      min(self.eval_episodes, self.episodes), *EVAL_EXECUTOR),
+            eval_step("closed-loop eval, held-out seeds", evals["heldout"], self.task, policy, HELDOUT_SEED,
+                      self.eval_episodes, *EVAL_EXECUTOR)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClosedLoop:
+    """bench/closed_loop.py: the demo's stages at a larger budget, a learning curve, the ladder over DDS."""
+
+    name: ClassVar[str] = "closed_loop"
+    task: str = "transfer_cube"
+    demos: int = 50
+    human_videos: int = 20
+    configs: pathlib.Path = CONFIGS / "closed_loop"
+    episodes: int = 20  # per ladder cell
+    curve_episodes: int = 20  # held-out episodes per learning-curve point
+    modes: tuple[str, ...] = ("rf", "ntp")
+    executors: tuple[str, ...] = EXECUTORS
+
+    def __post_init__(self) -> None:
+        _check(demos=self.demos, human_videos=self.human_videos, episodes=self.episodes,
+               curve_episodes=self.curve_episodes)
+        unknown = sorted(set(self.executors) - set(EXECUTORS))
+        if unknown:
+            raise ValueError(f"unknown executors {unknown}; choose from {list(EXECUTORS)}")
+
+    def training(self, out: pathlib.Path) -> list[Step]:
+        return (data_steps(out, self.task, self.demos, self.human_videos, self.configs)
+                + policy_steps(out, Layout.of(out).runs, self.configs))
+
+    def curve_step(self, out: pathlib.Path, policy: pathlib.Path, point: str) -> Step:
+        """Lock-step success of one intermediate (or the final) policy on held-out seeds."""
+        return eval_step(f"learning curve {point}", out / "curve" / point, self.task, policy, HELDOUT_SEED,
+                         self.curve_episodes, "--lockstep", "--no-video", *EVAL_EXECUTOR)
+
+    def ladder_steps(self, out: pathlib.Path, policy: pathlib.Path) -> dict[str, Step]:
+        """``"mode executor part"`` -> its evaluation through the policy node over DDS."""
+        steps = {}
+        for mode in self.modes:
+            for executor in self.executors:
+                for part, seed in (("train", TRAIN_SEED), ("heldout", HELDOUT_SEED)):
+                    n = min(self.episodes, self.demos) if part == "train" else self.episodes
+                    # temporal ensembling with a new chunk whenever the last one is done (every tick
+                    # when inference keeps up); the others at the node's replanning period
+                    replan = ("--replan-every", "1") if executor == "temporal_ensemble" else ()
+                    steps[f"{mode} {executor} {part}"] = eval_step(
+                        f"ladder {mode} {executor} {part}", out / "ladder" / f"{mode}_{executor}_{part}", self.task,
+                        policy, seed, n, "--mode", mode, "--executor", executor, *replan, "--no-video")
+        return steps
+
+
+@dataclasses.dataclass(frozen=True)
+class HumanTransfer:
+    """bench/human_transfer.py: whether human videos of a variant the robot never saw raise success on it."""
+
+    name: ClassVar[str] = "human_transfer"
+    ARMS: ClassVar[tuple[str, ...]] = ("robot_only", "with_human", "with_true_tokens")
+    task: str = "coloured_cubes"
+    novel: str = "coloured_cubes_novel"
+    demos: int = 50
+    human_videos: int = 30
+    human_fraction: float = 0.25  # share of human samples in with_human's NTP
+    configs: pathlib.Path = CONFIGS / "closed_loop"
+    rf_steps: int | None = None  # CLAP-RF stage-2 steps (None: the config's)
+    episodes: int = 20  # held-out episodes per cell
+    seed: int = 0  # training seed of the arms (another seed trains into <arm>_s<seed>: a replicate)
+    arms: tuple[str, ...] = ARMS
+
+    def __post_init__(self) -> None:
+        _check(demos=self.demos, human_videos=self.human_videos, episodes=self.episodes)
+        if not 0.0 <= self.human_fraction < 1.0:
+            raise ValueError(f"human_fraction must be in [0, 1), got {self.human_fraction}")
+        unknown = sorted(set(self.arms) - set(self.ARMS))
+        if unknown:
+            raise ValueError(f"unknown arms {unknown}; choose from {list(self.ARMS)}")
+
+    def data(self, out: pathlib.Path) -> list[Step]:
+        return data_steps(out, self.task, self.demos, self.human_videos, self.configs, human_task=self.novel)
+
+    def run_names(self) -> dict[str, str]:
+        """Arm -> the folder of its runs (``<arm>_s<seed>`` for a replicate)."""
+        return {a: a if not self.seed else f"{a}_s{self.seed}" for a in self.ARMS if a in self.arms}
+
+    def training(self, out: pathlib.Path, true_tokens: pathlib.Path | None) -> dict[str, list[Step]]:
+        """Run name -> its NTP and RF steps; ``true_tokens``: the human dataset labelled with true tokens."""
+        seed = (f"loop.seed={self.seed}",) if self.seed else ()
+        rf_set = ((f"stage2.steps={self.rf_steps}",) if self.rf_steps else ()) + (
+            (f"stage1.seed={self.seed}", f"stage2.seed={self.seed}") if self.seed else ())
+        with_human = (f"human_fraction={self.human_fraction}", *seed)
+        setups = {"robot_only": (("human_fraction=0", *seed), None), "with_human": (with_human, None),
+                  "with_true_tokens": (with_human, true_tokens)}
+        return {name: policy_steps(out, out / "runs" / name, self.configs, ntp_set=setups[arm][0], rf_set=rf_set,
+                                   human_ds=setups[arm][1]) for arm, name in self.run_names().items()}
+
+    def evaluations(self, out: pathlib.Path) -> dict[str, list[Step]]:
+        """Run name -> its lock-step evaluations on held-out seeds of the novel variant and of the task."""
+        return {name: [eval_step(f"{name} on {task}", out / "eval" / name / task, task,
+                                 out / "runs" / name / "rf" / "policy", HELDOUT_SEED, self.episodes,
+                                 "--lockstep", "--no-video", *EVAL_EXECUTOR) for task in (self.novel, self.task)]
+                for name in self.run_names().values()}
+
+
+RECIPES: dict[str, type] = {r.name: r for r in (Demo, ClosedLoop, HumanTransfer)}
+
+
+def recipe(name: str, **changes):
+    """The recipe registered as ``name``, with ``changes`` to its fields (None leaves a field as it is)."""
+    if name not in RECIPES:
+        raise KeyError(f"no recipe {name!r}; recipes: {', '.join(sorted(RECIPES))}")
+    cls = RECIPES[name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(changes) - fields)
+    if unknown:
+        raise TypeError(f"recipe {name!r} has no field(s) {unknown}; fields: {', '.join(sorted(fields))}")
+    return cls(**{k: v for k, v in changes.items() if v is not None})

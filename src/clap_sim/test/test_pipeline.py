@@ -1,0 +1,78 @@
+"""The pipeline recipes (clap_sim.pipeline): a registry of frozen recipes whose steps the stage runner runs."""
+
+import dataclasses
+import pathlib
+
+import pytest
+from clap_sim.pipeline import RECIPES, ClosedLoop, Demo, HumanTransfer, recipe
+from clap_train.train import runner
+from clap_train.train.cli import ALIASES, STAGES
+
+
+def test_the_registry_names_its_recipes_and_their_fields():
+    assert {"demo", "closed_loop", "human_transfer"} <= set(RECIPES)
+    with pytest.raises(KeyError, match="no recipe 'generalst'; recipes: closed_loop, demo, human_transfer"):
+        recipe("generalst")
+    with pytest.raises(TypeError, match="no field.*'demos'.*fields: configs, episodes"):
+        recipe("demo", demos=3)
+    demo = recipe("demo", episodes=7, configs=None)  # None keeps the default
+    assert demo == Demo(episodes=7) and demo.configs.name == "demo" and demo.configs.is_dir()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        demo.episodes = 8
+    with pytest.raises(ValueError, match="eval_episodes"):
+        Demo(eval_episodes=0)
+    with pytest.raises(ValueError, match="unknown executors \\['fast'\\]"):
+        ClosedLoop(executors=("rtc", "fast"))
+    with pytest.raises(ValueError, match="unknown arms"):
+        HumanTransfer(arms=("robot_only", "with_dogs"))
+
+
+def _stage_args(step: runner.Step):
+    """Parse a training step's command line with that stage's own parser (what the child process does)."""
+    import importlib
+
+    assert step.argv[0] == "train"
+    name = ALIASES.get(step.argv[1], step.argv[1])
+    spec = importlib.import_module(STAGES[name][0]).SPEC
+    return runner.parse_args(spec, list(step.argv[2:]))
+
+
+def test_demo_steps_record_convert_train_and_evaluate(tmp_path):
+    steps = recipe("demo", episodes=4, eval_episodes=6).steps(tmp_path)
+    assert [s.argv[:2] for s in steps] == [
+        ("sim", "record"), ("sim", "human-videos"), ("convert", str(tmp_path / "bags")),
+        ("convert-videos", str(tmp_path / "human_videos")), ("train", "act-vae"), ("train", "vd-vae"),
+        ("label-videos", "--vd-vae"), ("train", "ntp"), ("train", "rf"), ("sim", "eval"), ("sim", "eval")]
+    assert "--episodes" in steps[0].argv and steps[0].argv[steps[0].argv.index("--episodes") + 1] == "4"
+    # the training steps are command lines of the stage runner: its parser reads them
+    for step in steps:
+        if step.argv[0] == "train":
+            args = _stage_args(step)
+            assert args.resume and pathlib.Path(args.run_dir).parent == tmp_path / "runs"
+            assert f'datasets=[{{"path": "{tmp_path / "dataset"}"}}]' in args.set
+    rf = _stage_args(steps[8])
+    assert f"init={tmp_path / 'runs' / 'ntp' / 'policy'}" in rf.set
+    assert steps[8].marker == tmp_path / "runs" / "rf" / "policy"
+    # training seeds: no more episodes than demonstrations; held-out: all six
+    assert steps[9].argv[steps[9].argv.index("--episodes") + 1] == "4"
+    assert steps[10].argv[steps[10].argv.index("--episodes") + 1] == "6"
+    assert steps[10].marker == recipe("demo").evaluations(tmp_path)["heldout"] / "eval.json"
+
+
+def test_closed_loop_and_human_transfer_steps(tmp_path):
+    bench = recipe("closed_loop", task="insertion", modes=("rf",), executors=("rtc", "open_loop"))
+    ladder = bench.ladder_steps(tmp_path, tmp_path / "policy")
+    assert list(ladder) == ["rf rtc train", "rf rtc heldout", "rf open_loop train", "rf open_loop heldout"]
+    assert ladder["rf rtc heldout"].argv[ladder["rf rtc heldout"].argv.index("--seed") + 1] == "1000"
+    assert "--lockstep" in bench.curve_step(tmp_path, tmp_path / "p", "final").argv
+    ht = recipe("human_transfer", seed=3, arms=("robot_only", "with_true_tokens"), rf_steps=100)
+    assert ht.run_names() == {"robot_only": "robot_only_s3", "with_true_tokens": "with_true_tokens_s3"}
+    plans = ht.training(tmp_path, tmp_path / "true")
+    ntp = _stage_args(plans["robot_only_s3"][0])
+    assert "human_fraction=0" in ntp.set and "loop.seed=3" in ntp.set
+    rf = _stage_args(plans["with_true_tokens_s3"][1])
+    assert "stage2.steps=100" in rf.set and f'human_datasets=[{{"path": "{tmp_path / "true"}"}}]' in rf.set
+    assert ht.data(tmp_path)[1].argv[:4] == ("sim", "human-videos", "--task", "coloured_cubes_novel")
+    evals = ht.evaluations(tmp_path)
+    assert [s.name for s in evals["robot_only_s3"]] == ["robot_only_s3 on coloured_cubes_novel",
+                                                        "robot_only_s3 on coloured_cubes"]
