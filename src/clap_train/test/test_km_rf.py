@@ -86,7 +86,9 @@ def test_cached_reference_logits_give_the_reference_passs_kl(act_vae_dir):
     import copy
     import dataclasses
 
-    from clap_train.data.synthetic import SyntheticDataset, collate_samples
+    from clap_train.data.recording.synthetic import synthetic_dataset
+    from clap_train.data.samples.dataset import collate_samples
+    from clap_train.data.samples.sources import open_dataset
     from clap_train.models.flow_head import FlowHead
     from clap_train.models.knowledge_matching import ReferenceCache
     from clap_train.models.pretrained import load_act_vae, load_backbone
@@ -103,7 +105,8 @@ def test_cached_reference_logits_give_the_reference_passs_kl(act_vae_dir):
     with torch.no_grad():
         for p in model.vlm.model.language_model.layers[1].parameters():
             p.add_(0.05 * torch.randn_like(p))
-    ds = rf.Indexed(SyntheticDataset(1, image_size=64, episode_len=40))
+    ds = rf.Indexed(open_dataset(synthetic_dataset(1, episode_len=40, image_size=64), 32, image_size=64,
+                                 progress=False))
     cache = ReferenceCache(max_bytes=2 ** 24)
 
     def kl(batch, with_cache, config=cfg):

@@ -203,8 +203,10 @@ def kept_cameras(batch: Mapping, drop_wrist: float = 0.0,
 
 def batch_images(batch: Mapping, drop_wrist: float = 0.0, generator: torch.Generator | None = None,
                  kept: Sequence[Sequence[bool]] | None = None) -> list[list]:
-    """Per-sample frame lists from a collated contract-3 batch: the ``kept`` cameras (default: wrists
-    dropped at random, ``kept_cameras``)."""
+    """Per-sample frame lists from a collated contract-3 batch, the ``kept`` cameras of each.
+
+    ``kept`` defaults to the present cameras with wrists dropped at random (``kept_cameras``).
+    """
     imgs = batch["images"]
     if kept is None:
         kept = kept_cameras(batch, drop_wrist, generator)
