@@ -87,18 +87,19 @@ def build_data(data: pathlib.Path) -> dict[str, pathlib.Path]:
     return paths
 
 
-def stage_argv(stage: str, config: pathlib.Path, paths: dict, run_dir: pathlib.Path) -> list[str]:
+def stage_argv(stage: str, config: pathlib.Path, paths: dict, run_dir: pathlib.Path,
+               sets: list[str] = ()) -> list[str]:
     """The ``clap train`` arguments of ``stage`` on the bench's data (RF starts from its NTP policy)."""
     argv = ["--config", str(config / STAGES[stage][1]), "--dataset", str(paths["dataset"]),
             "--run-dir", str(run_dir), "--no-progress"]
     if stage == "act_vae":
-        return argv + ["--set", "actions=absolute"]
+        return argv + ["--set", "actions=absolute", *sets]
     argv += ["--human-dataset", str(paths["human"])]
     if stage == "rf_stage1":
-        return argv + ["--set", f"init={paths['ntp']}"]
+        return argv + ["--set", f"init={paths['ntp']}", *sets]
     if stage == "rf_stage2":
-        return argv + ["--set", f"init={paths['ntp']}", "stage1.steps=1", "stage1.warmup_steps=0"]
-    return argv + ["--set", f"act_vae={paths['act_vae']}"]
+        return argv + ["--set", f"init={paths['ntp']}", "stage1.steps=1", "stage1.warmup_steps=0", *sets]
+    return argv + ["--set", f"act_vae={paths['act_vae']}", *sets]
 
 
 # ------------------------------------------------------------------------------------ measurement
@@ -147,7 +148,8 @@ def capture_stage(stage: str, argv: list[str]):
     return got["stage"], got["config"]
 
 
-def measure(stage: str, config: pathlib.Path, paths: dict, threads: int, steps: int, warmup: int) -> dict:
+def measure(stage: str, config: pathlib.Path, paths: dict, threads: int, steps: int, warmup: int,
+            sets: list[str] = ()) -> dict:
     """Time one stage in this process (see the module docstring)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -158,7 +160,7 @@ def measure(stage: str, config: pathlib.Path, paths: dict, threads: int, steps: 
 
     torch.set_num_threads(threads)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="train_speed-"))
-    st, lc = capture_stage(stage, stage_argv(stage, config, paths, tmp / "run"))
+    st, lc = capture_stage(stage, stage_argv(stage, config, paths, tmp / "run", sets))
     model = st.model
     model.train()
     groups = st.param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
@@ -203,7 +205,7 @@ def measure(stage: str, config: pathlib.Path, paths: dict, threads: int, steps: 
     flops_per_sample = flops.get_total_flops() / lc.batch_size
     peak = peak_gflops(threads)
     return {
-        "stage": stage, "config": config.name, "threads": threads, "batch_size": lc.batch_size,
+        "stage": stage, "config": config.name, "sets": list(sets), "threads": threads, "batch_size": lc.batch_size,
         "samples_per_s": round(sps, 1), "ms_per_step": round(1e3 * wall / steps, 1),
         "phase_ms": dict(zip(("data", "forward", "backward", "optimizer"), (round(1e3 * m, 2) for m in mean))),
         "label_ms": {k: round(v, 2) for k, v in labels.items()},
@@ -220,7 +222,8 @@ def child(tree: pathlib.Path | None, args, stage: str, config: pathlib.Path, thr
     if tree is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(tree / "src" / "clap_train"), env.get("PYTHONPATH", "")])
     cmd = [sys.executable, __file__, "--child", stage, "--child-config", str(config), "--threads", str(threads),
-           "--steps", str(args.steps), "--warmup", str(args.warmup), "--data", str(args.data)]
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--data", str(args.data),
+           "--set", *args.set]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     if proc.returncode != 0 or not line:
@@ -270,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--baseline", default=None, help="git revision to measure beside this tree")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every stage measured (e.g. stage2.batch_size=64)")
     p.add_argument("--data", type=pathlib.Path, default=ROOT / "bench" / "out" / "train_speed" / "data")
     p.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "results" / "train_speed.json")
     p.add_argument("--child", choices=list(STAGES), help=argparse.SUPPRESS)
@@ -278,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     args.data = args.data.resolve()
     paths = build_data(args.data)
     if args.child:
-        result = measure(args.child, args.child_config, paths, args.threads[0], args.steps, args.warmup)
+        result = measure(args.child, args.child_config, paths, args.threads[0], args.steps, args.warmup, args.set)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
     rows = []

@@ -99,6 +99,8 @@ class Checker(Node):
         self.head_value = 100
         self.bad_topic = None
         self.publishing = False
+        self.last_camera_stamp = None  # seconds: the stamp of the last camera set sent
+        self._cam_lock = threading.Lock()
         self._stop = False
         self._executor = MultiThreadedExecutor(num_threads=2, context=context)
         self._executor.add_node(self)
@@ -117,13 +119,25 @@ class Checker(Node):
 
     def _camera_loop(self):
         while not self._stop:
-            if self.publishing:
-                stamp = self.get_clock().now().to_msg()
-                for key, pub in self.cam_pubs.items():
-                    value = self.head_value if key == "head" else 50
-                    enc = "yuv422" if CAMERAS[key] == self.bad_topic else "rgb8"
-                    pub.publish(image_msg(value, stamp, encoding=enc))
+            with self._cam_lock:
+                if self.publishing:
+                    stamp = self.get_clock().now().to_msg()
+                    for key, pub in self.cam_pubs.items():
+                        value = self.head_value if key == "head" else 50
+                        enc = "yuv422" if CAMERAS[key] == self.bad_topic else "rgb8"
+                        pub.publish(image_msg(value, stamp, encoding=enc))
+                    self.last_camera_stamp = stamp.sec + stamp.nanosec * 1e-9
             time.sleep(1 / 30)
+
+    def stop_cameras(self) -> float:
+        """Stop publishing cameras; return the stamp of the last set sent (wall clock, s).
+
+        A set the camera thread is sending when this is called is sent whole first, and its
+        stamp is the one returned: the time a test measures a stale hold from.
+        """
+        with self._cam_lock:
+            self.publishing = False
+            return self.last_camera_stamp
 
     def call(self, service_client, request, timeout=10.0):
         return client.call(service_client, request, timeout)

@@ -46,7 +46,7 @@ def test_node_params_cover_every_parameter_and_build_the_parts():
     with pytest.raises(ValueError, match=r"3 values per arm \(left, right\): 6, got 3 and 6"):
         dataclasses.replace(p, workspace_min=(0.0, 0.0, 0.0)).safety_limits()
     config = p.executor_config(chunk_len=16, action_dim=14)
-    assert (config.mode, config.chunk_len, config.replan_every) == ("rtc", 16, 4)
+    assert (config.mode, config.chunk_len, config.replan_every) == ("temporal_ensemble", 16, 4)
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.mode = "ntp"
 
