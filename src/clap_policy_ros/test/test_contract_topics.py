@@ -37,19 +37,33 @@ def test_node_takes_its_topics_from_the_contract_file_and_remapping(tmp_path):
         def writers(topic):
             return {(i.node_name, i.topic_type) for i in checker.get_publishers_info_by_topic(topic)}
 
-        checker.wait_for(lambda: readers("/moved/head") and writers("/moved/status"),
-                         what="the node's entities in the graph")
-        assert readers("/moved/head") == {("clap_policy_cameras", "sensor_msgs/msg/Image")}
-        assert readers("/other/left_wrist") == {("clap_policy_cameras", COMPRESSED)}
-        assert readers("/other/right_wrist") == {("clap_policy_cameras", "sensor_msgs/msg/Image")}
+        image = "sensor_msgs/msg/Image"
+        expected = {
+            ("readers", "/moved/head"): {("clap_policy_cameras", image)},
+            ("readers", "/other/left_wrist"): {("clap_policy_cameras", COMPRESSED)},
+            ("readers", "/other/right_wrist"): {("clap_policy_cameras", image)},
+            ("writers", "/moved/status"): {("clap_policy", "clap_msgs/msg/PolicyStatus")},
+            ("writers", "/other/chunk"): {("clap_policy", "clap_msgs/msg/ActionChunk")},
+            ("writers", "/other/markers"): {("clap_policy", "visualization_msgs/msg/MarkerArray")},
+            **{("writers", f"/other/{arm.name}/path"): {("clap_policy", "nav_msgs/msg/Path")}
+               for arm in CONTRACT.action.arms}}
+
+        def graph():
+            return {(kind, topic): {"readers": readers, "writers": writers}[kind](topic)
+                    for kind, topic in expected}
+
+        # DDS discovery can report an endpoint before the name of its node, which the graph
+        # learns from the participant's ros_discovery_info message: until then the node is
+        # "_NODE_NAME_UNKNOWN_" (seen once in 7 runs under load). Wait for the whole graph.
+        try:
+            checker.wait_for(lambda: graph() == expected, what="the node's entities in the graph")
+        except AssertionError:
+            pass
+        assert graph() == expected
         assert not readers("/other/head")
         for default in CONTRACT.cameras:
             assert not readers(default.topic)
-        assert writers("/moved/status") == {("clap_policy", "clap_msgs/msg/PolicyStatus")}
-        assert writers("/other/chunk") == {("clap_policy", "clap_msgs/msg/ActionChunk")}
-        assert writers("/other/markers") == {("clap_policy", "visualization_msgs/msg/MarkerArray")}
         for arm in CONTRACT.action.arms:
-            assert writers(f"/other/{arm.name}/path") == {("clap_policy", "nav_msgs/msg/Path")}
             assert ("clap_policy", "geometry_msgs/msg/PoseStamped") in writers(arm.pose.topic)
         default_outputs = CONTRACT.node_outputs()
         for topic in (default_outputs.status, default_outputs.action_chunk, default_outputs.markers):
