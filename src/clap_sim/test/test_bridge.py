@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -138,9 +139,12 @@ def test_bridge_publishes_jpeg_when_the_contract_says_compressed(tmp_path):
     contract = tmp_path / "jpeg.yaml"
     contract.write_text(open(load_contract().source).read().replace(
         "type: sensor_msgs/msg/Image", "type: sensor_msgs/msg/CompressedImage"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clap_sim.bridge", "--ros-args", "-p", "image_size:=64",
-         "-p", f"contract_file:={contract}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "bridge.log"
+    with open(log, "w") as out:  # -X faulthandler: SIGABRT dumps every thread's stack to the log
+        proc = subprocess.Popen(
+            [sys.executable, "-X", "faulthandler", "-m", "clap_sim.bridge", "--ros-args",
+             "-p", "image_size:=64", "-p", f"contract_file:={contract}"],
+            stdout=out, stderr=subprocess.STDOUT)
     rclpy.init()
     node = rclpy.create_node("bridge_jpeg_test")
     ex = SingleThreadedExecutor()
@@ -156,4 +160,14 @@ def test_bridge_publishes_jpeg_when_the_contract_says_compressed(tmp_path):
         node.destroy_node()
         rclpy.shutdown()
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)  # 0.3-0.5 s measured; once in 7 loaded runs it took over 10 s
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            pytest.fail("the bridge did not exit within 10 s of SIGTERM; where its threads were:\n"
+                        + log.read_text(errors="replace")[-6000:])
