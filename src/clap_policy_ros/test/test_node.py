@@ -71,6 +71,9 @@ def env(tmp_path_factory):
     checker.action = ActionClient(checker, ExecuteTask, "/clap_policy/execute_task")
     checker.tmp = tmp
     checker.proc = proc
+    # the process answers once Python and rclpy are up: 1.5-3.8 s measured, a single 10 s
+    # get_state call in the first test was the only wait for it
+    checker.wait_for(checker.state, timeout=120, what="the node's lifecycle services")
     yield checker
     checker.close()
     stop_process(proc)
