@@ -167,11 +167,12 @@ def measure(stage: str, config: pathlib.Path, paths: dict, threads: int, steps: 
     groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lc.lr, betas=lc.betas)
     batches = iter(StepBatchSampler(len(st.dataset), lc.batch_size, lc.seed, 0, 10 ** 9))
+    collate = st.collate_fn or torch.utils.data.default_collate  # the loop's DataLoader default
 
     def step(i: int) -> list[float]:
         torch.manual_seed(lc.seed * 7_919 + i)
         t0 = time.perf_counter()
-        batch = st.collate_fn([st.dataset[j] for j in next(batches)])
+        batch = collate([st.dataset[j] for j in next(batches)])
         t1 = time.perf_counter()
         loss, _ = st.loss_fn(model, batch, i)
         t2 = time.perf_counter()

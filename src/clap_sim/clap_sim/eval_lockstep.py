@@ -16,7 +16,7 @@ from clap_train.data.video import write_mp4
 from clap_train.io import atomic_write_text
 from tqdm import tqdm
 
-from .eval_report import EvalError, plot_trajectories
+from .eval_report import EvalError, plot_trajectories, save_steps
 from .tasks import TASKS
 
 
@@ -50,6 +50,8 @@ def run_lockstep(args) -> dict:
                         max_steps=args.steps, early_stop=not args.no_early_stop,
                         keep_frames=(i == 0 and not args.no_video), noise_seed=noise_seed)
             first = first or r
+            if args.save_steps:
+                save_steps(out / f"steps_{i:03d}.npz", np.arange(len(r.state)) / rate, r.state, r.target, r.reward)
             episodes.append({"episode": i, "seed": seed, "success": bool(r.success), "max_reward": r.max_reward,
                              "steps": r.steps, "wall_s": round(time.monotonic() - t0, 3), "chunks": r.predictions})
             bar.set_postfix(success=f"{sum(e['success'] for e in episodes)}/{len(episodes)}")

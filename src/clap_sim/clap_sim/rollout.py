@@ -45,6 +45,7 @@ class Rollout:
     target: np.ndarray  # [T, D] commanded (after the safety filter)
     chunks: list[tuple[int, np.ndarray]]  # (tick, [H, D]) predicted
     head_frames: list[np.ndarray]
+    reward: np.ndarray  # [T] the task's reward after each step
 
 
 def control_path(policy, instruction: str, executor: str, replan_every: int, rate_hz: float,
@@ -70,7 +71,7 @@ def rollout(policy, task: Task, scene: BimanualScene, seed: int, *, mode: str = 
     run, control = control_path(policy, spec.instruction, executor, replan_every, scene.rate_hz)
     plan = run.executor
     shape = (plan.config.chunk_len, plan.config.action_dim)
-    states, targets, chunks, frames = [], [], [], []
+    states, targets, chunks, frames, rewards = [], [], [], [], []
     best, calls, step = 0, 0, 0
     while step < steps:
         state = vector14({arm: scene.arm_pose(arm) for arm in ARMS})
@@ -95,9 +96,10 @@ def rollout(policy, task: Task, scene: BimanualScene, seed: int, *, mode: str = 
         apply_vector14(scene, action)
         scene.step()
         step += 1
-        best = max(best, int(task.reward(scene, spec)))
+        rewards.append(int(task.reward(scene, spec)))
+        best = max(best, rewards[-1])
         if early_stop and best >= task.max_reward:
             break
     states.append(vector14({arm: scene.arm_pose(arm) for arm in ARMS}))
     return Rollout(seed, best >= task.max_reward, best, step, calls, np.asarray(states), np.asarray(targets),
-                   chunks, frames)
+                   chunks, frames, np.asarray(rewards))

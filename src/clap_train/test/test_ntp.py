@@ -65,18 +65,24 @@ def test_prompt_and_target_layout():
 
 
 def test_loss_counts_targets_only():
+    """The LM head runs on the positions that predict a target token; the loss is their cross-entropy."""
+    import torch.nn.functional as F
+
+    from clap_train.models.vlm import selected_logits
+
     model, proc, vocab = tiny()
-    codes = torch.randint(0, K, (1, NQ), generator=torch.Generator().manual_seed(0))
-    a = encode_batch(proc, vocab, [frames(1, 10)], ["pick the red cube"], ["reach"], codes)
-    b = encode_batch(proc, vocab, [frames(1, 10)], ["pick the red cube"], ["reach"], codes)
+    codes = torch.randint(0, K, (2, NQ), generator=torch.Generator().manual_seed(0))
+    enc = encode_batch(proc, vocab, [frames(1, 10), frames(2, 20)], ["pick the red cube", "go"], ["reach", ""],
+                       codes)
+    select = enc.predicting(enc.target_mask)
     with torch.no_grad():
-        la = target_loss(model(**a.inputs).logits, a)
-        # changing the logits at prompt positions (before the first target) does not change the loss
-        logits = model(**b.inputs).logits
-        first = int(b.target_mask[0].nonzero()[0]) - 1
-        logits[:, :first] = torch.randn_like(logits[:, :first]) * 50
-        lb = target_loss(logits, b)
-    assert torch.allclose(la, lb)
+        full = model(**enc.inputs).logits
+        logits = selected_logits(model, enc.causal_inputs(), select)
+        assert logits.shape[0] == int(enc.target_mask.sum())  # one row per target token, none for the prompt
+        assert torch.allclose(logits, full[select], atol=1e-5)
+        labels = enc.inputs["input_ids"][:, 1:][enc.target_mask[:, 1:]]
+        assert torch.allclose(target_loss(logits, enc), F.cross_entropy(full[:, :-1][enc.target_mask[:, 1:]], labels),
+                              atol=1e-5)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -111,6 +117,8 @@ def test_grammar_states():
 
 
 def test_ntp_overfits_one_small_batch_and_decodes_it():
+    from clap_train.models.vlm import selected_logits
+
     torch.manual_seed(0)
     model, proc, vocab = tiny()
     codes = torch.randint(0, K, (2, NQ), generator=torch.Generator().manual_seed(3))
@@ -120,7 +128,7 @@ def test_ntp_overfits_one_small_batch_and_decodes_it():
     model.train()
     first = None
     for _ in range(80):
-        loss = target_loss(model(**enc.inputs).logits, enc)
+        loss = target_loss(selected_logits(model, enc.causal_inputs(), enc.predicting(enc.target_mask)), enc)
         first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()

@@ -170,3 +170,22 @@ def test_right_padded_rows_need_no_padding_mask(tiny):
         masked = model(**enc.inputs).logits
         causal = model(**enc.causal_inputs()).logits
     assert torch.allclose(masked[real], causal[real], atol=1e-6)
+
+
+def test_cached_mrope_positions_are_qwens():
+    """The cached M-RoPE positions are get_rope_index's, row by row, also for rows seen before."""
+    from clap_train.models.ntp import add_action_tokens, encode_batch
+    from clap_train.models.vlm import MRopePositions
+
+    model, proc = build_vlm(VLMConfig(image_size=64, **TINY))
+    vocab = add_action_tokens(model, proc.tokenizer, 8)
+    rng = np.random.default_rng(2)
+    cache = MRopePositions()
+    for n_images, texts in (((3, 1, 2), ("pick up the red cube", "go", "x")), ((1, 3), ("go", "pick up the red cube"))):
+        images = [[rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(n)] for n in n_images]
+        enc = encode_batch(proc, vocab, images, list(texts), ["lift"] * len(texts),
+                           torch.randint(0, 8, (len(texts), 4)), [True] * len(texts))
+        ref, _ = model.model.get_rope_index(enc.inputs["input_ids"], image_grid_thw=enc.inputs["image_grid_thw"],
+                                            mm_token_type_ids=enc.inputs["mm_token_type_ids"])
+        assert torch.equal(cache(model, enc.inputs), ref)  # pads included (numbered as without a mask)
+    assert len(cache._rows) == 3  # the second batch's rows were all seen in the first

@@ -128,6 +128,10 @@ class EncodedBatch:
         """
         return {k: v for k, v in self.inputs.items() if k != "attention_mask"}
 
+    def predicting(self, mask: torch.Tensor) -> torch.Tensor:
+        """[B, T] bool: the positions whose logits predict a token ``mask`` marks (position t predicts t + 1)."""
+        return F.pad(mask[:, 1:], (0, 1), value=False)
+
     def to(self, device: torch.device | str) -> EncodedBatch:
         return EncodedBatch({k: v.to(device) for k, v in self.inputs.items()}, self.target_mask.to(device),
                             self.action_mask.to(device), self.prompt_mask.to(device))
@@ -220,16 +224,9 @@ def batch_images(batch: Mapping, drop_wrist: float = 0.0, generator: torch.Gener
 
 
 def target_loss(logits: torch.Tensor, enc: EncodedBatch) -> torch.Tensor:
-    """Cross-entropy on target tokens only (logits at t-1 predict token t)."""
-    ids = enc.inputs["input_ids"]
-    mask = enc.target_mask[:, 1:]
-    pred = logits[:, :-1][mask]
-    return F.cross_entropy(pred.float(), ids[:, 1:][mask])
-
-
-def action_logits(logits: torch.Tensor, enc: EncodedBatch) -> torch.Tensor:
-    """The logits that predict the robot action tokens: [N, V] (N = number of action positions)."""
-    return logits[:, :-1][enc.action_mask[:, 1:]]
+    """Cross-entropy on target tokens only; ``logits`` [N, V] at ``enc.predicting(enc.target_mask)``."""
+    labels = enc.inputs["input_ids"][:, 1:][enc.target_mask[:, 1:]]
+    return F.cross_entropy(logits.float(), labels)
 
 
 # -- constrained decoding ------------------------------------------------------------------------
@@ -328,17 +325,26 @@ def batch_codes(act_vae, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.
 
 
 def ntp_loss_fn(processor: VLMProcessor, vocab: ActionVocab, act_vae, wrist_dropout: float):
-    """The NTP objective as a loss for the shared loop: cross-entropy on [subtask, action tokens] targets."""
+    """The NTP objective as a loss for the shared loop: cross-entropy on [subtask, action tokens] targets.
+
+    The model (``Backbone``) is called with ``select``: its LM head runs on the target positions only.
+    """
+    from clap_train.models.vlm import MRopePositions
+    from clap_train.train.loop import unwrap
+
+    positions = MRopePositions()
 
     def loss_fn(model: torch.nn.Module, batch: Mapping[str, Any], step: int):
         codes, has = batch_codes(act_vae, batch)
         enc = encode_batch(processor, vocab, batch_images(batch, wrist_dropout), batch["instruction"],
                            batch["subtask"], codes.cpu(), has.tolist()).to(batch["action"].device)
-        logits = model(**enc.causal_inputs()).logits
+        inputs = enc.causal_inputs()
+        inputs["position_ids"] = positions(unwrap(model).vlm, enc.inputs)
+        logits = model(select=enc.predicting(enc.target_mask), **inputs)
         loss = target_loss(logits, enc)
         with torch.no_grad():
-            amask = enc.action_mask[:, 1:]
-            hit = logits[:, :-1].argmax(-1)[amask] == enc.inputs["input_ids"][:, 1:][amask]
+            is_action = enc.action_mask[:, 1:][enc.target_mask[:, 1:]]  # among the target positions
+            hit = logits[is_action].argmax(-1) == enc.inputs["input_ids"][:, 1:][enc.action_mask[:, 1:]]
             acc = float(hit.float().mean()) if hit.numel() else 0.0
         return loss, {"action_token_acc": acc}
 

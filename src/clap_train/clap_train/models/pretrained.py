@@ -15,7 +15,7 @@ import torch
 from clap_train.config import ConfigError
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.ntp import add_action_tokens
-from clap_train.models.vlm import VLMConfig, VLMProcessor, build_vlm, load_qwen3vl
+from clap_train.models.vlm import VLMConfig, VLMProcessor, build_vlm, load_qwen3vl, selected_logits
 
 
 class Backbone(torch.nn.Module):
@@ -25,8 +25,11 @@ class Backbone(torch.nn.Module):
         super().__init__()
         self.vlm = vlm
 
-    def forward(self, **inputs):
-        return self.vlm(**inputs)
+    def forward(self, select: torch.Tensor | None = None, **inputs):
+        """The model's output, or with ``select`` [B, T] only the logits [N, V] at those positions."""
+        if select is None:
+            return self.vlm(**inputs)
+        return selected_logits(self.vlm, inputs, select)
 
 
 def load_backbone(cfg_vlm: VLMConfig, init: str | None, codebook_size: int):

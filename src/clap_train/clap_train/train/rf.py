@@ -34,10 +34,11 @@ from clap_train.data.samples.sources import DataKeys, Sources, open_mixed
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.flow_head import FlowHead, FlowHeadConfig, default_feature_layers
 from clap_train.models.knowledge_matching import ReferenceCache, reverse_kl
-from clap_train.models.ntp import action_logits, batch_codes, batch_images, encode_batch, kept_cameras, ntp_loss_fn
+from clap_train.models.ntp import batch_codes, batch_images, encode_batch, kept_cameras, ntp_loss_fn
 from clap_train.models.pretrained import Backbone, load_act_vae, load_backbone
 from clap_train.models.vlm import (
-    LORA_TARGETS, VLMConfig, VLMProcessor, add_lora, capture_layers, hidden_size, merge_lora, num_text_layers,
+    LORA_TARGETS, MRopePositions, VLMConfig, VLMProcessor, add_lora, capture_layers, hidden_size, merge_lora,
+    num_text_layers, selected_logits,
 )
 from clap_train.train.loop import LoopConfig, Stage, is_main_process, run_loop
 from clap_train.train.runner import RunOptions, StageSpec
@@ -99,11 +100,14 @@ class RFModel(torch.nn.Module):
         self.vlm, self.head = vlm, head
 
     def forward(self, inputs: dict[str, torch.Tensor], prompt_mask: torch.Tensor, actions: torch.Tensor,
-                state: torch.Tensor, action_pad: torch.Tensor, state_mask: torch.Tensor):
-        """(token logits of phi_policy, L_RF): one pass, so DDP/FSDP see every trainable parameter."""
+                state: torch.Tensor, action_pad: torch.Tensor, state_mask: torch.Tensor, select: torch.Tensor):
+        """Return (phi_policy's token logits at the positions ``select`` marks, L_RF).
+
+        One pass, so that DDP/FSDP see every trainable parameter.
+        """
         layers = self.head.config.feature_layers
         with capture_layers(self.vlm, layers) as found, record_function("policy_vlm"):
-            logits = self.vlm(**inputs).logits
+            logits = selected_logits(self.vlm, inputs, select)
         with record_function("flow_head"):
             ctx = self.head.fuse([found[i] for i in layers])
             l_rf = self.head.rf_loss(actions, ctx, ~prompt_mask, state=state, pad=action_pad, state_mask=state_mask)
@@ -116,9 +120,16 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
     With ``cache`` (batches carry ``sample_index``), the reference runs only on samples whose logits
     it has not computed before for the same cameras; with alpha 0 it does not run at all.
     """
+    positions = MRopePositions()
+
+    def reference_pass(enc) -> torch.Tensor:
+        inputs = enc.causal_inputs()
+        inputs["position_ids"] = positions(reference, enc.inputs)
+        return selected_logits(reference, inputs, enc.predicting(enc.action_mask))
+
     def reference_logits(batch, enc, frames, kept, codes, has, dev) -> torch.Tensor:
         if cache is None:
-            return action_logits(reference(**enc.causal_inputs()).logits, enc)
+            return reference_pass(enc)
         keys = [(int(i), k) for i, k in zip(batch["sample_index"].tolist(), kept)]
         found = cache.lookup(keys)
         miss = [b for b, f in enumerate(found) if f is None]
@@ -126,7 +137,7 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
             sub = enc if len(miss) == len(keys) else encode_batch(
                 processor, vocab, [frames[b] for b in miss], [batch["instruction"][b] for b in miss],
                 [batch["subtask"][b] for b in miss], codes[miss].cpu(), [bool(has[b]) for b in miss]).to(dev)
-            fresh = action_logits(reference(**sub.causal_inputs()).logits, sub)
+            fresh = reference_pass(sub)
             for b, part in zip(miss, fresh.split(sub.action_mask[:, 1:].sum(1).tolist())):
                 found[b] = part
                 cache.store(keys[b], part)
@@ -146,12 +157,15 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
         state = batch["state"]
         if cfg.state_noise > 0:  # the state says roughly where the arms are; the images must say exactly
             state = state + cfg.state_noise * torch.randn_like(state)
-        logits, l_rf = model(enc.causal_inputs(), enc.prompt_mask, batch["action"], state, batch["action_pad"], keep)
+        inputs = enc.causal_inputs()
+        inputs["position_ids"] = positions(reference, enc.inputs)  # the same for phi_policy: one config
+        select = enc.predicting(enc.action_mask)
+        logits, l_rf = model(inputs, enc.prompt_mask, batch["action"], state, batch["action_pad"], keep, select)
         if cfg.alpha == 0:  # direct fine-tuning: no reference pass
             return l_rf, {"rf_loss": float(l_rf.detach()), "kl": 0.0}
         with torch.no_grad(), record_function("km_reference"):
             ref = reference_logits(batch, enc, frames, kept, codes, has, dev)
-        kl = reverse_kl(action_logits(logits, enc), ref)
+        kl = reverse_kl(logits, ref)
         loss = l_rf + cfg.alpha * kl
         return loss, {"rf_loss": float(l_rf.detach()), "kl": float(kl.detach())}
 
