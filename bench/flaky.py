@@ -76,6 +76,17 @@ def summarise(runs: list[dict[str, tuple[str, float, str]]]) -> list[dict]:
     return rows
 
 
+def write_result(out: pathlib.Path, runs, codes, walls, fresh: bool, pytest_args) -> dict:
+    """The report so far (rewritten after every run, so a killed study keeps its finished runs)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    result = {"runs": len(codes), "green_runs": sum(c == 0 for c in codes), "exit_codes": codes, "wall_s": walls,
+              "fresh_clone": fresh, "commit": head.strip(), "pytest_args": pytest_args, "tests": summarise(runs),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_average": os.getloadavg()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=10)
@@ -101,20 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         green = sum(c == 0 for c in codes)
         print(f"flaky: run {i + 1}/{args.runs}: exit {codes[-1]} in {walls[-1]:.0f} s ({green} green so far)",
               flush=True)
-    rows = summarise(runs)
-    result = {"runs": args.runs, "green_runs": sum(c == 0 for c in codes), "exit_codes": codes, "wall_s": walls,
-              "fresh_clone": args.fresh_clone, "pytest_args": pytest_args, "tests": rows,
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "load_average": os.getloadavg()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+        result = write_result(args.out, runs, codes, walls, args.fresh_clone, pytest_args)  # nothing lost on a kill
+    rows = result["tests"]
     print(f"\n{result['green_runs']}/{args.runs} runs green; per test (passed/runs, 95 % Wilson interval):")
     for r in rows:
         note = "" if not r["failures"] else f"  FAILED: {r['failures']}"
         print(f"  {r['passed']:>3}/{r['runs']:<3} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] "
               f"{r['max_seconds']:>7.1f}s  {r['test']}{note}")
     print(f"results: {args.out}")
-    return 0 if result["green_runs"] == args.runs else 1
+    return 0 if result["green_runs"] == len(codes) else 1
 
 
 if __name__ == "__main__":
