@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+import numpy as np
 import pytest
 
 from clap_train.cli import main as clap_main
@@ -74,6 +75,20 @@ def test_an_untrained_policy_does_not_beat_the_baselines(one_episode, tmp_path):
         assert report["normalised_mse"][mode] > report["normalised_mse"]["mean chunk"], report["normalised_mse"]
         for group in ("left position mm", "right position mm"):
             assert report["errors"][mode][group] > report["errors"]["mean chunk"][group], report["errors"]
+    # NTP's tokens, per position: random weights do no better than always naming the most frequent token
+    acc = report["ntp_token_accuracy_per_position"]
+    assert len(acc) == 16 and report["ntp_token_accuracy"] <= report["majority_token_accuracy"], report
+    assert "NTP action tokens equal to the recorded chunk's" in (tmp_path / "out" / "offline.md").read_text()
+
+
+def test_token_accuracy_counts_per_position_against_the_majority_token():
+    from clap_train.eval.offline import token_accuracy
+
+    acc = token_accuracy([np.array([1, 2, 7]), np.array([1, 3, 7])], [np.array([1, 2, 5]), np.array([2, 2, 5])])
+    assert acc["ntp_token_accuracy_per_position"] == [0.5, 0.5, 0.0]
+    assert acc["majority_token_accuracy_per_position"] == [0.5, 1.0, 1.0]
+    assert acc["ntp_token_accuracy"] == pytest.approx(1 / 3)
+    assert token_accuracy([], []) == {}
 
 
 def test_a_dataset_that_cannot_be_read_is_named(tmp_path, capsys):

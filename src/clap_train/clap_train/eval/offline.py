@@ -13,7 +13,10 @@ beside two baselines that see no image:
   the observation; fitted on the evaluated data itself, so it is a generous baseline;
 * ``hold state``: every row equal to the current state (the robot stops).
 
-A policy that has learned something beats both; an untrained one does not. The same errors on
+A policy that has learned something beats both; an untrained one does not. In NTP mode the
+action tokens themselves are scored too: per token position, how often the predicted token is the
+Act-VAE's token of the recorded chunk (``ntp_token_accuracy_per_position``), beside the accuracy
+of always answering that position's most frequent recorded token (``majority_token_accuracy``). The same errors on
 each episode's first frame alone are reported apart: there the robot is at rest, so only the
 images tell where to go, and a policy that maps the state to the action without looking
 (copycat) shows it there.
@@ -90,13 +93,17 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in (*modes, *BASELINES)}
     first: dict[str, list[dict[str, float]]] = {m: [] for m in rows}
     norm_mse: dict[str, list[float]] = {m: [] for m in rows}
+    tokens: dict[str, list[np.ndarray]] = {"predicted": [], "recorded": []}
     for i, (state, chunk, pad) in zip(tqdm(frames, desc="offline chunks", disable=not progress), raws):
         preds = {"mean chunk": space.to_robot(mean_model, state),
                  "hold state": np.repeat(state[None], len(chunk), axis=0)}
-        for m in modes:
-            preds[m] = np.asarray(policy.predict(observation(i), instr[i], state, mode=m, seed=i).actions,
-                                  dtype=np.float64)
         true_n = space.encode(chunk, state)
+        for m in modes:
+            out = policy.predict(observation(i), instr[i], state, mode=m, seed=i)
+            preds[m] = np.asarray(out.actions, dtype=np.float64)
+            if m == "ntp" and out.tokens is not None:
+                tokens["predicted"].append(np.asarray(out.tokens))
+                tokens["recorded"].append(recorded_tokens(policy, true_n))
         for name, pred in preds.items():
             # the prediction on the true chunk's Euler branch, so angle differences are small ones
             pred = _match_branch(pred, chunk, space.euler_indices)
@@ -144,6 +151,7 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
     compounding = {m: {f"{s:.0f} s": float(np.mean([d[int(round(s / dt)) - 1] for d in drift[m]])) for s in seconds}
                    for m in modes if drift[m]}
     return {
+        **token_accuracy(tokens["predicted"], tokens["recorded"]),
         "frames": len(frames), "episodes": eps, "stride": stride, "representation": space.representation,
         "errors": {name: _mean(r) for name, r in rows.items()},
         "first_frame_errors": {name: _mean(r) for name, r in first.items() if r},
@@ -152,6 +160,27 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
         "compounding_curves_mm": {m: np.mean(drift[m], axis=0).tolist() for m in modes if drift[m]},
         "compounding_starts": len(starts), "replan_every": replan_every,
     }
+
+
+def recorded_tokens(policy, chunk_normalised: np.ndarray) -> np.ndarray:
+    """The policy's Act-VAE tokens [Nq] of a normalised recorded chunk: what NTP was trained to predict."""
+    import torch
+
+    device = next(policy.act_vae.parameters()).device
+    return policy.act_vae.tokenize(torch.as_tensor(chunk_normalised, dtype=torch.float32, device=device)[None])[0] \
+        .cpu().numpy()
+
+
+def token_accuracy(predicted: list[np.ndarray], recorded: list[np.ndarray]) -> dict:
+    """Per-position agreement of predicted with recorded tokens, and the majority-token baseline's; {} without NTP."""
+    if not predicted:
+        return {}
+    p, r = np.stack(predicted), np.stack(recorded)
+    majority = [np.mean(r[:, k] == np.bincount(r[:, k]).argmax()) for k in range(r.shape[1])]
+    per_position = (p == r).mean(axis=0)
+    return {"ntp_token_accuracy_per_position": per_position.tolist(), "ntp_token_accuracy": float(per_position.mean()),
+            "majority_token_accuracy_per_position": [float(m) for m in majority],
+            "majority_token_accuracy": float(np.mean(majority))}
 
 
 def _match_branch(pred: np.ndarray, true: np.ndarray, euler_indices) -> np.ndarray:
@@ -174,6 +203,14 @@ def markdown(report: dict) -> str:
                   "| predictor | " + " | ".join(groups) + " |", "| --- | " + " | ".join("---:" for _ in groups) + " |"]
         lines += [f"| {name} | " + " | ".join(f"{row[g]:.3g}" for g in groups) + " |"
                   for name, row in report["first_frame_errors"].items()]
+    if report.get("ntp_token_accuracy_per_position"):
+        acc, base = report["ntp_token_accuracy_per_position"], report["majority_token_accuracy_per_position"]
+        lines += ["", f"NTP action tokens equal to the recorded chunk's, per position (mean {report['ntp_token_accuracy']:.3f};"
+                  f" always the most frequent token: {report['majority_token_accuracy']:.3f})", "",
+                  "| predictor | " + " | ".join(str(k) for k in range(len(acc))) + " |",
+                  "| --- | " + " | ".join("---:" for _ in acc) + " |",
+                  "| ntp | " + " | ".join(f"{a:.2f}" for a in acc) + " |",
+                  "| majority token | " + " | ".join(f"{a:.2f}" for a in base) + " |"]
     comp = report["compounding_position_drift_mm"]
     if comp:
         secs = list(next(iter(comp.values())))

@@ -7,6 +7,13 @@ and the rate of Eq. 8, r = Nq log2 K / (Na Da log2(R / sqrt(MSE))). The paper's 
 reproduced with Na = 32 and Da = 7 (per-arm action dimension: e.g. Nq 16, K 256, MSE 0.0004 gives
 r = 0.086), so Da defaults to 7; pass ``--rate-dim 14`` for the full action vector.
 
+Beside the dB, ``decoded_errors`` says what a PSNR means on the robot: chunks decoded through the
+tokens, denormalised and turned back into robot units by the action space (with each chunk's
+state), against the raw recorded chunks: per arm, the RMS of the 3-D position error in mm, the RMS
+of the geodesic rotation angle (the angle of R_decoded R_recorded^T, not per Euler angle) in
+degrees, and the RMS gripper error in % of the gripper's range (its q01..q99 in the action space's
+statistics unless given).
+
 Writes OUT/rate_distortion.md (a Table-V-style markdown table, the chosen row in bold),
 OUT/rate_distortion.json and OUT/rate_distortion.png (PSNR against rate, chosen point marked).
 Already trained runs are reused (``OUT/runs/nq{Nq}_k{K}/act_vae``), so an interrupted sweep
@@ -23,10 +30,12 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+from scipy.spatial.transform import Rotation
 
 from clap_train.config import ConfigError
-from clap_train.data.layout import ARM_WIDTH
+from clap_train.data.layout import ARM_WIDTH, ActionLayout
 from clap_train.io import atomic_path, atomic_write_text
 from clap_train.models.act_vae import ActVAE
 
@@ -55,8 +64,12 @@ def rate_of(num_queries: int, codebook_size: int, mse: float, chunk_len: int = 3
 
 @torch.no_grad()
 def evaluate_per_dim(model: ActVAE, chunks: torch.Tensor, pads: torch.Tensor | None = None,
-                     batch_size: int = 512) -> tuple[torch.Tensor, float]:
-    """Masked reconstruction MSE through the tokens per action dimension [action_dim], and code perplexity."""
+                     batch_size: int = 512, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """Masked reconstruction MSE through the tokens per action dimension [action_dim], and code perplexity.
+
+    ``targets``: what the decoded chunks are compared with, when not the encoded ``chunks`` themselves
+    (e.g. the raw chunks of low-passed ones).
+    """
     from clap_train.models.quantizer import perplexity_of
 
     model.eval()
@@ -65,7 +78,8 @@ def evaluate_per_dim(model: ActVAE, chunks: torch.Tensor, pads: torch.Tensor | N
     for i in range(0, chunks.shape[0], batch_size):
         c = chunks[i : i + batch_size]
         tokens = model.tokenize(c)
-        err = (model.decode_tokens(tokens) - c).pow(2)
+        target = c if targets is None else targets[i : i + batch_size]
+        err = (model.decode_tokens(tokens) - target).pow(2)
         w = (~pads[i : i + batch_size]).float()[..., None] if pads is not None else torch.ones_like(err[..., :1])
         err_sum += (err * w).sum(dim=(0, 1))
         steps += float(w.sum())
@@ -79,6 +93,50 @@ def evaluate(model: ActVAE, chunks: torch.Tensor, pads: torch.Tensor | None = No
     """Masked reconstruction MSE (normalised units) through the tokens, and code perplexity."""
     per_dim, ppl = evaluate_per_dim(model, chunks, pads, batch_size)
     return float(per_dim.mean()), ppl
+
+
+def decoded_errors(pred: np.ndarray, true: np.ndarray, pad: np.ndarray | None, layout: ActionLayout,
+                   gripper_range: float | Sequence[float]) -> dict[str, float]:
+    """RMS errors of robot-unit chunks ``pred`` against ``true`` [N, H, D] over unpadded rows.
+
+    Per arm of ``layout`` (``"{arm} position mm"``, ``"{arm} rotation deg"``, ``"{arm} gripper %"``)
+    and pooled over the arms (``"position mm"``, ...): position as the 3-D distance, rotation as the
+    geodesic angle, gripper in % of ``gripper_range`` (one per arm, or one for all).
+    """
+    p, t = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    keep = np.ones(p.shape[:-1], dtype=bool) if pad is None else ~np.asarray(pad, dtype=bool)
+    p, t = p[keep], t[keep]
+    ranges = np.broadcast_to(np.asarray(gripper_range, dtype=np.float64), (len(layout.arms),))
+    sq: dict[str, list[np.ndarray]] = {"position mm": [], "rotation deg": [], "gripper %": []}
+    out = {}
+    for arm, g_range in zip(layout.arm_slices, ranges):
+        rel = Rotation.from_euler("xyz", p[:, arm.euler]) * Rotation.from_euler("xyz", t[:, arm.euler]).inv()
+        errs = {"position mm": np.linalg.norm(p[:, arm.position] - t[:, arm.position], axis=1) * 1e3,
+                "rotation deg": np.degrees(rel.magnitude()),
+                "gripper %": np.abs(p[:, arm.gripper] - t[:, arm.gripper]) / max(float(g_range), 1e-9) * 100}
+        for name, e in errs.items():
+            out[f"{arm.name} {name}"] = float(np.sqrt(np.mean(e ** 2)))
+            sq[name].append(e ** 2)
+    out.update({name: float(np.sqrt(np.mean(np.concatenate(v)))) for name, v in sq.items()})
+    return out
+
+
+def gripper_range_of(space) -> list[float]:
+    """Each arm's gripper range in an action space's statistics (q99 - q01; grippers are not made relative)."""
+    return [float(space.normalizer.high["action"][g] - space.normalizer.low["action"][g]) for _p, _e, g in space.blocks]
+
+
+@torch.no_grad()
+def decode_to_robot(model: ActVAE, space, chunks: torch.Tensor, states: np.ndarray,
+                    batch_size: int = 512) -> np.ndarray:
+    """Normalised chunks [N, H, D] through the tokens, decoded to robot units at their ``states`` [N, D]."""
+    model.eval()
+    out = []
+    for i in range(0, chunks.shape[0], batch_size):
+        c = chunks[i : i + batch_size]
+        dec = space.normalizer.unnormalize("action", model.decode_tokens(model.tokenize(c)).double().cpu().numpy())
+        out.extend(space.to_robot(d, s) for d, s in zip(dec, states[i : i + batch_size]))
+    return np.stack(out)
 
 
 def heldout_chunks(dataset, limit: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,10 @@ by its nearest codebook entry (K = ``codebook_size``) with a straight-through gr
 z_q and the tokens z_a [B, Nq]. Decoder: ``chunk_len`` learnable query tokens attend jointly with
 the projected z_q in a transformer and are read out as the reconstructed chunk.
 
-Loss = ||a - D(z_q)||^2 + ||sg(z_e) - z_q||^2 + beta ||z_e - sg(z_q)||^2.
+Loss = ||a - D(z_q)||^2 + ||sg(z_e) - z_q||^2 + beta ||z_e - sg(z_q)||^2. ``position_weight`` w
+weights the position dimensions' squared error by w against 1 for the others, rescaled so the
+weights average 1 (the reconstruction term keeps its scale against the VQ terms); the reported
+``mse`` stays unweighted.
 
 Per arm (``arms`` > 1, the authors' release): the 14-D chunk is split into its arms' 7-D blocks
 (the layout's order: left, then right), and each arm's chunk is encoded on its own, by the same
@@ -31,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from clap_train.config import from_dict, to_dict
-from clap_train.data.layout import DEFAULT_LAYOUT
+from clap_train.data.layout import ARM_WIDTH, DEFAULT_LAYOUT, POSITION
 from clap_train.io import atomic_dir
 from clap_train.models.quantizer import VectorQuantizer, quantize_with
 
@@ -51,6 +54,7 @@ class ActVAEConfig:
     code_dim: int = 32  # dimension of the latents / codebook entries (D of contract 4)
     beta: float = 1.0  # commitment weight
     arms: int = 1  # arms encoded separately with shared weights (2: the authors' per-arm Act-VAE)
+    position_weight: float = 1.0  # weight of the position dims in the reconstruction loss (others 1)
 
     def __post_init__(self) -> None:
         for name in ("chunk_len", "action_dim", "num_queries", "d_model", "layers", "decoder_layers", "heads",
@@ -65,6 +69,11 @@ class ActVAEConfig:
             raise ValueError(f"ActVAEConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.beta < 0:
             raise ValueError(f"ActVAEConfig.beta must be >= 0, got {self.beta}")
+        if self.position_weight <= 0:
+            raise ValueError(f"ActVAEConfig.position_weight must be positive, got {self.position_weight}")
+        if self.position_weight != 1.0 and self.action_dim % ARM_WIDTH:
+            raise ValueError(f"ActVAEConfig.position_weight needs {ARM_WIDTH} values per arm, got action_dim "
+                             f"{self.action_dim}")
         if self.arms < 1 or self.action_dim % self.arms or self.num_queries % self.arms:
             raise ValueError(f"ActVAEConfig.arms ({self.arms}) must divide action_dim ({self.action_dim}) and "
                              f"num_queries ({self.num_queries})")
@@ -77,6 +86,14 @@ class ActVAEConfig:
     @property
     def codes_per_arm(self) -> int:
         return self.num_queries // self.arms
+
+    def recon_weights(self) -> torch.Tensor:
+        """Per-dimension weights of the reconstruction loss [action_dim], mean 1."""
+        w = torch.ones(self.action_dim)
+        if self.position_weight != 1.0:
+            pos = torch.arange(self.action_dim) % ARM_WIDTH
+            w[(pos >= POSITION.start) & (pos < POSITION.stop)] = self.position_weight
+        return w / w.mean()
 
 
 def _stack(cfg: ActVAEConfig, layers: int) -> nn.TransformerEncoder:
@@ -106,6 +123,7 @@ class ActVAE(nn.Module):
         self.dec_queries = nn.Parameter(torch.randn(1, cfg.chunk_len, d) * 0.02)
         self.decoder = _stack(cfg, cfg.decoder_layers)
         self.action_out = nn.Linear(d, cfg.arm_dim)
+        self.register_buffer("recon_weight", cfg.recon_weights(), persistent=False)
 
     # -- contract 4 -----------------------------------------------------------------------------
     @property
@@ -186,11 +204,13 @@ class ActVAE(nn.Module):
         z_q, tokens, vq = self.quantize(z_e)
         recon = self.decode_latents(z_q)
         err = (recon - chunk.to(recon.dtype)).pow(2)
+        dim_w = self.recon_weight[: err.shape[-1]].to(err.dtype)  # one arm's chunk: that arm's pattern
         if mask is not None:
             w = mask.to(err.dtype)[..., None].expand_as(err)
-            recon_loss = (err * w).sum() / w.sum().clamp_min(1.0)
+            mse = (err * w).sum() / w.sum().clamp_min(1.0)
+            recon_loss = (err * w * dim_w).sum() / w.sum().clamp_min(1.0)
         else:
-            recon_loss = err.mean()
+            mse, recon_loss = err.mean(), (err * dim_w).mean()
         loss = recon_loss + vq["codebook_loss"] + self.config.beta * vq["commit_loss"]
         return {
             "recon": recon,
@@ -198,6 +218,7 @@ class ActVAE(nn.Module):
             "z_e": z_e,
             "loss": loss,
             "recon_loss": recon_loss,
+            "mse": mse,
             "codebook_loss": vq["codebook_loss"],
             "commit_loss": vq["commit_loss"],
             "perplexity": vq["perplexity"],

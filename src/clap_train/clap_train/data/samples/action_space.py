@@ -13,6 +13,11 @@ Each model-space dimension is then normalised with its q01/q99 over the training
 (:class:`~clap_train.data.samples.normalize.Normalizer`). ``ActionSpace.fit`` computes those statistics;
 the Act-VAE stage fits the space and exports it (``action_space.json``), every later stage and
 the deployed policy read it from there, so one file says how the models see actions.
+
+``lowpass_chunks`` is the authors' smoothing of the Act-VAE's training chunks (OpenCLAP): a
+zero-phase low-pass FIR on the pose dimensions. It shapes what the Act-VAE learns to encode, not
+the space: decoding is the same with or without it, and a decoded chunk is judged against the raw
+demonstrated one (eval/rate_distortion.py, ``decoded_errors``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+from scipy.signal import filtfilt, firwin
 from scipy.spatial.transform import Rotation
 
 from clap_train.data.layout import DEFAULT_LAYOUT, EULER, ArmSlices
@@ -49,6 +55,50 @@ def arm_blocks(euler_indices: Sequence[int]) -> list[tuple[int, int, int]]:
             raise ValueError(f"Euler run at {idx[k]} has no xyz position before it")
         blocks.append(ArmSlices(f"arm{k // 3}", start).block)
     return blocks
+
+
+def pose_indices(euler_indices: Sequence[int]) -> list[int]:
+    """Position and Euler dimensions of every arm (everything but the grippers)."""
+    return [i for p, e, _g in arm_blocks(euler_indices) for i in (*range(p, p + 3), *range(e, e + 3))]
+
+
+def lowpass_episode(episode: np.ndarray, chunk_len: int, euler_indices: Sequence[int], cutoff_hz: float = 8.0,
+                    rate_hz: float = 30.0, taps: int = 19) -> np.ndarray:
+    """An episode [n, D] padded with H copies of its first action and 2H of its last, pose dims low-passed.
+
+    Chunk t of ``lowpass_chunks`` is rows ``H + t .. 2H + t - 1`` of the result; Euler angles are
+    unwrapped along time.
+    """
+    a = np.asarray(episode, dtype=np.float64)
+    H = int(chunk_len)
+    if taps - 1 > H:
+        raise ValueError(f"a {taps}-tap filter reaches past a {H}-step chunk's neighbours")
+    euler = [int(i) for i in euler_indices]
+    pose = pose_indices(euler)
+    padded = np.concatenate([np.repeat(a[:1], H, 0), a, np.repeat(a[-1:], 2 * H, 0)])
+    padded[:, euler] = np.unwrap(padded[:, euler], axis=0)
+    padded[:, pose] = filtfilt(firwin(taps, cutoff_hz, fs=rate_hz, window="hamming"), [1.0], padded[:, pose], axis=0)
+    return padded
+
+
+def lowpass_chunks(episode: np.ndarray, chunk_len: int, euler_indices: Sequence[int], **fir) -> np.ndarray:
+    """Every chunk ``a[t : t + H]`` of an episode [n, D], its pose dims low-passed as the authors do -> [n, H, D].
+
+    OpenCLAP: a zero-phase FIR (19 taps, Hamming window, 8 Hz cut-off at 30 Hz: ``fir``'s
+    defaults, ``lowpass_episode``; applied forward and backward, scipy's ``filtfilt``) smooths the
+    window ``a[t - H : t + 2H]`` (indices clipped to the episode, like the chunk's own past its
+    end) and keeps its middle third, so the chunk sees no edge effect. Grippers are not filtered;
+    each chunk comes back continuous on the Euler branch of its raw first row. A filtered sample
+    depends on the ``taps - 1`` samples either side of it (fewer than H), so one pass over the
+    padded episode equals the per-window filter (a test checks it).
+    """
+    a = np.asarray(episode, dtype=np.float64)
+    n, H = len(a), int(chunk_len)
+    euler = [int(i) for i in euler_indices]
+    out = lowpass_episode(a, H, euler, **fir)[H + np.arange(n)[:, None] + np.arange(H)[None, :]]
+    first = out[:, 0, euler]
+    out[..., euler] += (nearest_branch(first, a[:, euler]) - first)[:, None, :]
+    return out
 
 
 class ActionSpace:
