@@ -39,11 +39,11 @@ def load_policy_class(spec: str) -> type[Policy]:
 
 def load_policy(spec: str, model_dir: str, device: str, logger) -> Policy:
     """Load the policy ``spec`` (module:Class) from ``model_dir``; errors name what is wrong."""
-    cls = load_policy_class(spec)
     if not model_dir:
         raise ValueError("parameter model_dir is empty: point it at a policy checkpoint")
-    if not pathlib.Path(model_dir).is_dir():
+    if not pathlib.Path(model_dir).is_dir():  # before the import: a wrong path is named without loading torch
         raise FileNotFoundError(f"model_dir {model_dir} is not a directory")
+    cls = load_policy_class(spec)
     t0 = time.monotonic()
     policy = cls.load(model_dir, device=device, warmup=True)
     logger.info(f"loaded {cls.__name__} from {model_dir} in {time.monotonic() - t0:.1f} s")

@@ -294,7 +294,9 @@ def test_sigint_publishes_hold_last_and_exits_cleanly(env):
 def test_configure_fails_naming_a_missing_model_dir(tmp_path):
     proc = start_policy_node(tmp_path, model_dir=str(tmp_path / "missing"), autostart=True)
     try:
-        deadline = time.monotonic() + 30
+        # the node's start-up is in this wait: up to 29.8 s under load (bench/RESULTS.md, issue 25),
+        # so it gets the 120 s the other start-up waits get
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline and str(tmp_path / "missing") not in (
                 tmp_path / "node.log").read_text():
             time.sleep(0.1)

@@ -187,3 +187,17 @@ def test_policy_state():
     assert policy_state("", True, "", "") == PolicyStatus.STATE_IDLE
     assert policy_state("chunk rejected", True, "a", "x") == PolicyStatus.STATE_HOLDING
     assert policy_state("", True, "a", "") == PolicyStatus.STATE_RUNNING
+
+
+def test_load_policy_names_a_bad_model_dir_before_importing_and_then_a_bad_class(tmp_path):
+    from clap_policy_ros.inference_worker import load_policy
+
+    log = types.SimpleNamespace(info=lambda _: None)
+    missing = tmp_path / "missing"
+    # the path is checked first: a module that does not exist is never imported
+    with pytest.raises(FileNotFoundError, match=f"model_dir {missing} is not a directory"):
+        load_policy("no_such_module:Policy", str(missing), "cpu", log)
+    with pytest.raises(ValueError, match="model_dir is empty"):
+        load_policy("no_such_module:Policy", "", "cpu", log)
+    with pytest.raises(RuntimeError, match="policy_class 'no_such_module:Policy' cannot be imported"):
+        load_policy("no_such_module:Policy", str(tmp_path), "cpu", log)

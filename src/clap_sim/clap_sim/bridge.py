@@ -286,6 +286,7 @@ class SimBridge(Node):
         stamp = to_stamp(self.clock_ns)
         self.pub_clock.publish(Clock(clock=stamp))
         frame = self.topics.frame_id
+        images = []  # rendered before anything is sent, so the round trip is timed from the first message
         if self.publish_cameras or self.record_frames:
             for name, pub in self.pub_cam.items():
                 if not self.publish_cameras and name != "head":
@@ -300,7 +301,13 @@ class SimBridge(Node):
                         msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", is_bigendian=0,
                                     step=3 * rgb.shape[1], data=rgb.tobytes())
                     msg.header.stamp, msg.header.frame_id = stamp, frame
-                    pub.publish(msg)
+                    images.append((pub, msg))
+        # the send time is known before a reply can come back (a reply to an unknown time is not timed)
+        self._obs_wall[self.clock_ns] = time.monotonic()
+        if len(self._obs_wall) > 64:
+            self._obs_wall.pop(next(iter(self._obs_wall)))
+        for pub, msg in images:
+            pub.publish(msg)
         for arm in ARMS:
             pose = self.scene.arm_pose(arm)
             msg = PoseStamped()
@@ -314,9 +321,6 @@ class SimBridge(Node):
         if log:
             self.log.times.append(self.clock_ns * 1e-9)
             self.log.state.append(self.state_vector())
-        self._obs_wall[self.clock_ns] = time.monotonic()
-        if len(self._obs_wall) > 64:
-            self._obs_wall.pop(next(iter(self._obs_wall)))
         self.pub_episode.publish(String(data=json.dumps({
             "task": self.task.name, "seed": self.spec.seed if self.spec else None, "step": self.step_count,
             "time": self.clock_ns * 1e-9, "reward": self.log.reward[-1] if self.log.reward else 0,

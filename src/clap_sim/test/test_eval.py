@@ -27,12 +27,13 @@ def test_scripted_policy_scores_100_percent_on_transfer_cube(tmp_path):
     assert result["success_rate"] == 1.0 and result["episodes"] == 2
     assert [e["seed"] for e in result["per_episode"]] == [1000, 1001]
     assert all(e["max_reward"] == 4 and e["steps"] < result["max_steps"] for e in result["per_episode"])
-    # Commands really went over DDS: the bridge timed the observation -> command round trip for most
-    # steps. Measured under two other closed-loop test runs (bench/RESULTS.md, issue 25): 0.78-0.93 of
-    # the steps in 8 runs; the first episode alone, which includes the scripted node's start, went down
-    # to 95 of 175 steps in 1 of 10 suite runs, so the bound is on both episodes together.
-    timed = sum(e["command_latency"]["count"] for e in result["per_episode"])
-    assert timed >= 0.5 * sum(e["steps"] for e in result["per_episode"]), result["per_episode"]
+    # Commands really went over DDS: the bridge timed the observation -> command round trip of every
+    # step. The bridge once noted an observation's send time after publishing it, so the fastest
+    # replies went untimed (95 of 175 steps in 1 of 10 suite runs; bench/RESULTS.md, issue 25); since
+    # it notes the time first, 16 of 16 episodes under two other closed-loop test runs timed 175-177
+    # round trips in 175 steps.
+    for e in result["per_episode"]:
+        assert e["command_latency"]["count"] >= 0.9 * e["steps"], result["per_episode"]
     assert (tmp_path / "trajectories.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with av.open(str(tmp_path / "rollout.mp4")) as c:
         n = sum(1 for _ in c.decode(video=0))
