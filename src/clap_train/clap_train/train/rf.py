@@ -167,7 +167,10 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
             ref = reference_logits(batch, enc, frames, kept, codes, has, dev)
         kl = reverse_kl(logits, ref)
         loss = l_rf + cfg.alpha * kl
-        return loss, {"rf_loss": float(l_rf.detach()), "kl": float(kl.detach())}
+        metrics = {"rf_loss": float(l_rf.detach()), "kl": float(kl.detach())}
+        if cache is not None:  # the share of reference passes the cache saved so far, and its memory
+            metrics.update(km_cache_hit_rate=cache.hit_rate, km_cache_mb=cache.bytes / 2 ** 20)
+        return loss, metrics
 
     return loss_fn
 
@@ -271,8 +274,9 @@ def train(job: Prepared, options: RunOptions) -> int:
         return 0
     out = save_policy(run_dir / "policy", meta, model.vlm, processor, act_vae.cpu(), space, model.head)
     last = r2.history[-1] if r2.history else {}
+    hits = f", KM cache hit rate {last['km_cache_hit_rate']:.2f}" if "km_cache_hit_rate" in last else ""
     print(f"rf: stage 2 step {r2.final_step}, rf {last.get('rf_loss', float('nan')):.4g}, "
-          f"kl {last.get('kl', float('nan')):.3g}; policy exported to {out}")
+          f"kl {last.get('kl', float('nan')):.3g}{hits}; policy exported to {out}")
     return 0
 
 
