@@ -89,7 +89,7 @@ class StepLog:
     state: list[np.ndarray] = field(default_factory=list)
     target: list[np.ndarray] = field(default_factory=list)
     reward: list[int] = field(default_factory=list)
-    frames: list[np.ndarray] = field(default_factory=list)
+    frames: list[tuple[int, dict[str, np.ndarray]]] = field(default_factory=list)  # (step, camera -> image)
     command_latency: list[float] = field(default_factory=list)
 
 
@@ -286,14 +286,12 @@ class SimBridge(Node):
         stamp = to_stamp(self.clock_ns)
         self.pub_clock.publish(Clock(clock=stamp))
         frame = self.topics.frame_id
-        images = []  # rendered before anything is sent, so the round trip is timed from the first message
+        images, recorded = [], {}  # rendered before anything is sent: the round trip is timed from the first message
         if self.publish_cameras or self.record_frames:
             for name, pub in self.pub_cam.items():
-                if not self.publish_cameras and name != "head":
-                    continue
                 rgb = self.scene.render(name)
-                if log and self.record_frames and name == "head":
-                    self.log.frames.append(rgb)
+                if log and self.record_frames:
+                    recorded[name] = rgb
                 if self.publish_cameras:
                     if self.compressed:
                         msg = CompressedImage(format="jpeg", data=jpeg_bytes(rgb))
@@ -321,6 +319,8 @@ class SimBridge(Node):
         if log:
             self.log.times.append(self.clock_ns * 1e-9)
             self.log.state.append(self.state_vector())
+            if recorded:
+                self.log.frames.append((self.step_count, recorded))
         self.pub_episode.publish(String(data=json.dumps({
             "task": self.task.name, "seed": self.spec.seed if self.spec else None, "step": self.step_count,
             "time": self.clock_ns * 1e-9, "reward": self.log.reward[-1] if self.log.reward else 0,

@@ -24,7 +24,8 @@ policy node's process), eval_lockstep.py, eval_report.py (latency statistics, th
 
 Outputs in ``--out``: ``eval.json`` (per-episode success and reward, success rate, latency
 statistics), ``trajectories.png`` (predicted vs executed end-effector trajectories of the first
-episode), ``rollout.mp4`` (head camera of the first episode), and the policy node's log.
+episode), ``rollout.mp4`` (the first episode: every camera, with
+instruction, step, reward stage and outcome), and the policy node's log.
 """
 
 from __future__ import annotations
@@ -44,14 +45,13 @@ from clap_policy_ros.chunk_executor import EXECUTOR_MODES
 from clap_policy_ros.executors import MultiThreadedExecutor
 from clap_policy_ros.node import NODE_NAME
 from clap_train.data.contract import load_contract
-from clap_train.data.video import write_mp4
 from clap_train.io import atomic_write_text
 from tqdm import tqdm
 
 from .bridge import EXECUTOR_THREADS, SimBridge
 from .eval_lockstep import run_lockstep
 from .eval_node import EvalNode, start_policy_node
-from .eval_report import EvalError, first_chunk, latency_stats, plot_trajectories, save_steps
+from .eval_report import EvalError, first_chunk, latency_stats, plot_trajectories, rollout_video, save_steps
 from .scripted import scripted_trajectory
 from .tasks import TASKS
 
@@ -217,7 +217,8 @@ def run_eval(args) -> dict:
                           f"{args.task}, seed {args.seed}: predicted vs executed "
                           f"({'success' if episodes[0]['success'] else 'failure'})")
         if not args.no_video and first_log.frames:
-            write_mp4(out / "rollout.mp4", first_log.frames, fps=bridge.topics.rate_hz)
+            rollout_video(out / "rollout.mp4", first_log.frames, first_log.reward, bridge.task,
+                          episodes[0]["instruction"], fps=bridge.topics.rate_hz)
         atomic_write_text(out / "eval.json", json.dumps(summary, indent=1) + "\n")
         return summary
     finally:

@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from clap_train.data.video import write_mp4
 from clap_train.io import atomic_write_text
 from tqdm import tqdm
 
-from .eval_report import EvalError, plot_trajectories, save_steps
+from .eval_report import EvalError, plot_trajectories, rollout_video, save_steps
 from .tasks import TASKS
 
 
@@ -73,7 +72,8 @@ def run_lockstep(args) -> dict:
                       [(t / rate, 1.0 / rate, c, 0.0) for t, c in first.chunks],
                       f"{args.task}, seed {args.seed} (lock-step): predicted vs executed "
                       f"({'success' if first.success else 'failure'})")
-    if not args.no_video and first.head_frames:
-        write_mp4(out / "rollout.mp4", first.head_frames, fps=rate / replan)
+    if not args.no_video and first.frames:
+        rollout_video(out / "rollout.mp4", first.frames, first.reward, task,
+                      task.sample(episode_seed(args, 0)).instruction, fps=rate / replan)
     atomic_write_text(out / "eval.json", json.dumps(summary, indent=1) + "\n")
     return summary

@@ -1,4 +1,7 @@
-"""What a simulated evaluation reports besides success: intervals, latency statistics and the trajectory plot.
+"""What a simulated evaluation reports besides success: intervals, latency, trajectories, the video.
+
+The rollout video shows every camera side by side, with the instruction, the step, the reward
+stage and the outcome written on the frames.
 
 ``EvalError``: the evaluation could not run (policy node missing or not starting, a service
 failing, a bad argument); ``sim eval`` prints it and exits with 1.
@@ -105,3 +108,47 @@ def plot_trajectories(path: Path, times, state, target, chunks, title: str) -> N
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
+
+
+PANEL = 224  # each camera's height in the rollout video, px
+
+
+def video_frame(images: dict[str, np.ndarray], lines: list[str], panel: int = PANEL) -> np.ndarray:
+    """The cameras side by side (each scaled to ``panel`` px high), under a band with ``lines`` of text."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    tiles = [Image.fromarray(np.asarray(img, dtype=np.uint8)).resize(
+        (round(img.shape[1] * panel / img.shape[0]), panel), Image.Resampling.BILINEAR) for img in images.values()]
+    font = ImageFont.load_default(size=14)
+    band = 6 + 18 * (len(lines) + 1)
+    width = sum(t.width for t in tiles)
+    canvas = Image.new("RGB", (width + width % 2, panel + band + (panel + band) % 2), (20, 20, 20))
+    x = 0
+    draw = ImageDraw.Draw(canvas)
+    for name, tile in zip(images, tiles):
+        canvas.paste(tile, (x, band))
+        draw.text((x + 4, band + 2), name, fill=(255, 255, 0), font=font)
+        x += tile.width
+    for i, line in enumerate(lines):
+        draw.text((6, 4 + 18 * i), line, fill=(235, 235, 235), font=font)
+    return np.asarray(canvas)
+
+
+def rollout_video(path: Path, frames: list[tuple[int, dict[str, np.ndarray]]], rewards, task, instruction: str,
+                  fps: float) -> None:
+    """The episode's video: ``frames`` are (step, {camera: image}); ``rewards[k]`` the task's reward after step k."""
+    from clap_train.data.video import write_mp4
+
+    best = max(rewards, default=0)
+    success = best >= task.max_reward
+    end = next((k + 1 for k, r in enumerate(rewards) if r >= task.max_reward), len(rewards))
+    stages = task.stages or tuple(str(r) for r in range(task.max_reward + 1))
+    outcome = (f"outcome: SUCCESS at step {end}" if success else
+               f"outcome: FAILED, max reward {best}/{task.max_reward} ({stages[best]})")
+    out = []
+    for step, images in frames:
+        reward = int(rewards[step - 1]) if 0 < step <= len(rewards) else 0
+        out.append(video_frame(images, [f"{task.name}: \"{instruction}\"",
+                                        f"step {step}   reward {reward}/{task.max_reward}: {stages[reward]}",
+                                        outcome]))
+    write_mp4(path, out, fps=fps)

@@ -44,7 +44,7 @@ class Rollout:
     state: np.ndarray  # [T+1, D] measured
     target: np.ndarray  # [T, D] commanded (after the safety filter)
     chunks: list[tuple[int, np.ndarray]]  # (tick, [H, D]) predicted
-    head_frames: list[np.ndarray]
+    frames: list[tuple[int, dict[str, np.ndarray]]]  # (step, camera -> image) where kept
     reward: np.ndarray  # [T] the task's reward after each step
 
 
@@ -79,7 +79,7 @@ def rollout(policy, task: Task, scene: BimanualScene, seed: int, *, mode: str = 
         if plan.needs_plan(step):
             images = scene.render_all()
             if keep_frames:
-                frames.append(images["head"])
+                frames.append((step, images))
             prefix = plan.prefix_for(step)
             pred = policy.predict(images, spec.instruction, state if use_state else None, mode=mode,
                                   prev_chunk=prefix, inference_delay=1 if prefix is not None else 0,

@@ -37,7 +37,9 @@ def test_scripted_policy_scores_100_percent_on_transfer_cube(tmp_path):
     assert (tmp_path / "trajectories.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with av.open(str(tmp_path / "rollout.mp4")) as c:
         n = sum(1 for _ in c.decode(video=0))
+        width = c.streams.video[0].width
     assert n == result["per_episode"][0]["steps"] + 1  # the reset frame + one per step
+    assert width == 3 * 224  # the three cameras side by side
 
 
 def test_policy_node_closes_the_loop_with_a_tiny_policy(tmp_path):
