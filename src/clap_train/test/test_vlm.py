@@ -100,7 +100,7 @@ def test_truncated_features_equal_full_forward(tiny):
 
 
 def test_lora_adapters_train_alone_and_merge_without_changing_outputs():
-    from clap_train.models.vlm import add_lora, merge_lora
+    from clap_train.models.lora import add_lora, merge_lora
 
     model, proc = build_vlm(VLMConfig(image_size=64, **TINY))
     model.eval()

@@ -36,9 +36,9 @@ from clap_train.models.flow_head import FlowHead, FlowHeadConfig, default_featur
 from clap_train.models.knowledge_matching import ReferenceCache, reverse_kl
 from clap_train.models.ntp import batch_codes, batch_images, encode_batch, kept_cameras, ntp_loss_fn
 from clap_train.models.pretrained import Backbone, load_act_vae, load_backbone
+from clap_train.models.lora import LORA_TARGETS, add_lora, merge_lora
 from clap_train.models.vlm import (
-    LORA_TARGETS, MRopePositions, VLMConfig, VLMProcessor, add_lora, capture_layers, hidden_size, merge_lora,
-    num_text_layers, selected_logits,
+    MRopePositions, VLMConfig, VLMProcessor, capture_layers, hidden_size, num_text_layers, selected_logits,
 )
 from clap_train.train.loop import LoopConfig, Stage, is_main_process, run_loop
 from clap_train.train.runner import RunOptions, StageSpec
