@@ -16,7 +16,9 @@ and AdamW. It reports:
   ``save_every``;
 - FLOPs per sample, counted by ``torch.utils.flop_counter`` over one step (forward + backward);
 - the share of the machine's peak: a float32 matmul benchmark (1024 x 1024) at the same thread
-  count, run in the same child, so every figure is a ratio within one run.
+  count, run in the same child, so every figure is a ratio within one run;
+- why a step is far from that peak: the operator calls per step (``torch.profiler``, nested calls
+  included) and the time per call, and what a matmul at the model's own width reaches.
 
 ``--baseline REV`` checks REV out into a temporary git worktree and runs every child for it too,
 with its ``clap_train`` first on the path (the same data, configs and machine, alternating old and
@@ -103,11 +105,13 @@ def stage_argv(stage: str, config: pathlib.Path, paths: dict, run_dir: pathlib.P
 
 
 # ------------------------------------------------------------------------------------ measurement
-def peak_gflops(threads: int, n: int = 1024, repeats: int = 10) -> float:
+def peak_gflops(threads: int, n: int = 1024, repeats: int = 10, k: int | None = None) -> float:
+    """GFLOP/s of an [n, k] x [k, k] float32 matmul (k = n: the machine's peak; small k: a model layer's)."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    k = k or n
+    a, b = torch.randn(n, k), torch.randn(k, k)
     for _ in range(3):
         a @ b
     best = float("inf")
@@ -115,7 +119,17 @@ def peak_gflops(threads: int, n: int = 1024, repeats: int = 10) -> float:
         t0 = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n * k * k / best / 1e9
+
+
+def model_width(model) -> int:
+    """The most common input width of the model's linear layers (what its matmuls run at)."""
+    import collections
+
+    import torch
+
+    widths = collections.Counter(m.in_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+    return widths.most_common(1)[0][0] if widths else 0
 
 
 class _Captured(Exception):
@@ -196,7 +210,9 @@ def measure(stage: str, config: pathlib.Path, paths: dict, threads: int, steps: 
         for i in range(max(3, steps // 3)):
             step(warmup + steps + i)
     n_prof = max(3, steps // 3)
-    labels = {e.key: e.cpu_time_total / n_prof / 1e3 for e in prof.key_averages() if e.key in LABELS}
+    events = prof.key_averages()
+    labels = {e.key: e.cpu_time_total / n_prof / 1e3 for e in events if e.key in LABELS}
+    ops = sum(e.count for e in events if e.key.startswith("aten::")) / n_prof  # operator calls, nested included
     with FlopCounterMode(display=False) as flops:
         step(warmup + steps + n_prof)
     t_ckpt = time.perf_counter()
@@ -205,6 +221,7 @@ def measure(stage: str, config: pathlib.Path, paths: dict, threads: int, steps: 
     sps = lc.batch_size * steps / wall
     flops_per_sample = flops.get_total_flops() / lc.batch_size
     peak = peak_gflops(threads)
+    width = model_width(model)
     return {
         "stage": stage, "config": config.name, "sets": list(sets), "threads": threads, "batch_size": lc.batch_size,
         "samples_per_s": round(sps, 1), "ms_per_step": round(1e3 * wall / steps, 1),
@@ -213,6 +230,11 @@ def measure(stage: str, config: pathlib.Path, paths: dict, threads: int, steps: 
         "checkpoint_ms_per_step": round(1e3 * ckpt_s / lc.save_every, 3),
         "gflop_per_sample": round(flops_per_sample / 1e9, 5), "peak_gflops": round(peak, 1),
         "share_of_peak": round(flops_per_sample * sps / 1e9 / peak, 4),
+        # why a step is far from the peak: how many operator calls it makes, and what a matmul at the
+        # model's own width reaches ([1024, w] x [w, w])
+        "aten_ops_per_step": round(ops), "us_per_op": round(1e6 * wall / steps / ops, 1) if ops else None,
+        "model_width": width,
+        "matmul_gflops_at_model_width": round(peak_gflops(threads, k=width), 1) if width else None,
     }
 
 
