@@ -104,7 +104,8 @@ def collect() -> list[dict]:
              "| gripper % | CPU min | verdict |", "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         g = r["psnr_by_group_db"]
-        raw = f" ({r['heldout_psnr_raw_db']:.2f})" if abs(r["heldout_psnr_raw_db"] - r["heldout_psnr_db"]) > 0.005 else ""
+        lowpassed = abs(r["heldout_psnr_raw_db"] - r["heldout_psnr_db"]) > 0.005
+        raw = f" ({r['heldout_psnr_raw_db']:.2f})" if lowpassed else ""
         lines.append(f"| {r['tier']} | {r['lever']} | {r['heldout_psnr_db']:.2f}{raw} | {g['position']:.1f} / "
                      f"{g['euler']:.1f} / {g['gripper']:.1f} | {r['position_mm']:.2f} | {r['rotation_deg']:.2f} | "
                      f"{r['gripper_pct']:.2f} | {r['cpu_min']:.0f} | {r['verdict']} |")

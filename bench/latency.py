@@ -112,7 +112,8 @@ def load(path: pathlib.Path):
     info = {"vlm_params": sum(p.numel() for p in policy.vlm.parameters()),
             "flow_head_params": sum(p.numel() for p in policy.flow_head.parameters()),
             "act_vae_params": sum(p.numel() for p in policy.act_vae.parameters()),
-            "feature_layers": policy.meta.flow.feature_layers, "text_layers": policy.vlm.config.text_config.num_hidden_layers,
+            "feature_layers": policy.meta.flow.feature_layers,
+            "text_layers": policy.vlm.config.text_config.num_hidden_layers,
             "cameras": policy.meta.camera_names, "image_size": policy.meta.image_size}
     return policy, info
 
@@ -183,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                "config": name, "cameras": cameras, "image_size": size, **info}
     results.update(measure(policy, images, args.repeats, args.warmup, cuda, args.instruction))
     results["ratio_rf_over_ntp"] = results["rf"]["median_ms"] / results["ntp"]["median_ms"]
-    print(f"device {results['device']}; {name}: {len(cameras)} camera(s) at {size} px; backbone ({info['vlm_params'] / 1e6:.1f} M params, "
+    print(f"device {results['device']}; {name}: {len(cameras)} camera(s) at {size} px; "
+          f"backbone ({info['vlm_params'] / 1e6:.1f} M params, "
           f"{info['text_layers']} text layers); flow head {info['flow_head_params'] / 1e6:.1f} M on layers "
           f"{info['feature_layers']}")
     for mode in ("ntp", "rf"):

@@ -205,7 +205,8 @@ def markdown(report: dict) -> str:
                   for name, row in report["first_frame_errors"].items()]
     if report.get("ntp_token_accuracy_per_position"):
         acc, base = report["ntp_token_accuracy_per_position"], report["majority_token_accuracy_per_position"]
-        lines += ["", f"NTP action tokens equal to the recorded chunk's, per position (mean {report['ntp_token_accuracy']:.3f};"
+        lines += ["", "NTP action tokens equal to the recorded chunk's, per position "
+                  f"(mean {report['ntp_token_accuracy']:.3f};"
                   f" always the most frequent token: {report['majority_token_accuracy']:.3f})", "",
                   "| predictor | " + " | ".join(str(k) for k in range(len(acc))) + " |",
                   "| --- | " + " | ".join("---:" for _ in acc) + " |",
