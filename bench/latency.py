@@ -66,11 +66,15 @@ def build(args):
                       flow=flow_cfg, max_subtask_tokens=args.subtask_tokens, min_subtask_tokens=args.subtask_tokens)
     space = ActionSpace("absolute", Normalizer.from_stats(tiny_stats()), meta.euler_indices)
     policy = ClapPolicy(ROOT, meta, vlm, proc, act_vae, space, head, device, dtype)
-    n_vlm = sum(p.numel() for p in vlm.parameters())
-    n_head = sum(p.numel() for p in head.parameters())
-    n_vae = sum(p.numel() for p in act_vae.parameters())
-    return policy, {"build_s": time.perf_counter() - t0, "vlm_params": n_vlm, "flow_head_params": n_head,
-                    "act_vae_params": n_vae, "feature_layers": flow_cfg.feature_layers, "text_layers": layers}
+    return policy, {"build_s": time.perf_counter() - t0, **sizes(policy), "text_layers": layers}
+
+
+def sizes(policy) -> dict:
+    """Parameter counts of the policy's parts and the layers its flow head reads."""
+    return {"vlm_params": sum(p.numel() for p in policy.vlm.parameters()),
+            "flow_head_params": sum(p.numel() for p in policy.flow_head.parameters()),
+            "act_vae_params": sum(p.numel() for p in policy.act_vae.parameters()),
+            "feature_layers": policy.meta.flow.feature_layers}
 
 
 def rf_breakdown(policy, images, instruction: str, repeats: int, cuda: bool) -> dict:
@@ -109,11 +113,7 @@ def load(path: pathlib.Path):
     from clap_train.policy import ClapPolicy
 
     policy = ClapPolicy.load(path)
-    info = {"vlm_params": sum(p.numel() for p in policy.vlm.parameters()),
-            "flow_head_params": sum(p.numel() for p in policy.flow_head.parameters()),
-            "act_vae_params": sum(p.numel() for p in policy.act_vae.parameters()),
-            "feature_layers": policy.meta.flow.feature_layers,
-            "text_layers": policy.vlm.config.text_config.num_hidden_layers,
+    info = {**sizes(policy), "text_layers": policy.vlm.config.text_config.num_hidden_layers,
             "cameras": policy.meta.camera_names, "image_size": policy.meta.image_size}
     return policy, info
 

@@ -9,6 +9,7 @@ failing, a bad argument); ``sim eval`` prints it and exits with 1.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -113,13 +114,20 @@ def plot_trajectories(path: Path, times, state, target, chunks, title: str) -> N
 PANEL = 224  # each camera's height in the rollout video, px
 
 
+@functools.lru_cache(maxsize=1)
+def _font():
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=14)
+
+
 def video_frame(images: dict[str, np.ndarray], lines: list[str], panel: int = PANEL) -> np.ndarray:
     """The cameras side by side (each scaled to ``panel`` px high), under a band with ``lines`` of text."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     tiles = [Image.fromarray(np.asarray(img, dtype=np.uint8)).resize(
         (round(img.shape[1] * panel / img.shape[0]), panel), Image.Resampling.BILINEAR) for img in images.values()]
-    font = ImageFont.load_default(size=14)
+    font = _font()
     band = 6 + 18 * (len(lines) + 1)
     width = sum(t.width for t in tiles)
     canvas = Image.new("RGB", (width + width % 2, panel + band + (panel + band) % 2), (20, 20, 20))

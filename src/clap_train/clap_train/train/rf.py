@@ -122,14 +122,18 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
     """
     positions = MRopePositions()
 
-    def reference_pass(enc) -> torch.Tensor:
+    def pass_inputs(enc) -> dict[str, torch.Tensor]:
+        """A teacher-forced pass's inputs (one M-RoPE config: the same for phi_policy and the reference)."""
         inputs = enc.causal_inputs()
         inputs["position_ids"] = positions(reference, enc.inputs)
+        return inputs
+
+    def reference_pass(enc, inputs) -> torch.Tensor:
         return selected_logits(reference, inputs, enc.predicting(enc.action_mask))
 
-    def reference_logits(batch, enc, frames, kept, codes, has, dev) -> torch.Tensor:
+    def reference_logits(batch, enc, inputs, frames, kept, codes, has, dev) -> torch.Tensor:
         if cache is None:
-            return reference_pass(enc)
+            return reference_pass(enc, inputs)
         keys = [(int(i), k) for i, k in zip(batch["sample_index"].tolist(), kept)]
         found = cache.lookup(keys)
         miss = [b for b, f in enumerate(found) if f is None]
@@ -137,7 +141,7 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
             sub = enc if len(miss) == len(keys) else encode_batch(
                 processor, vocab, [frames[b] for b in miss], [batch["instruction"][b] for b in miss],
                 [batch["subtask"][b] for b in miss], codes[miss].cpu(), [bool(has[b]) for b in miss]).to(dev)
-            fresh = reference_pass(sub)
+            fresh = reference_pass(sub, inputs if sub is enc else pass_inputs(sub))
             for b, part in zip(miss, fresh.split(sub.action_mask[:, 1:].sum(1).tolist())):
                 found[b] = part
                 cache.store(keys[b], part)
@@ -157,14 +161,13 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
         state = batch["state"]
         if cfg.state_noise > 0:  # the state says roughly where the arms are; the images must say exactly
             state = state + cfg.state_noise * torch.randn_like(state)
-        inputs = enc.causal_inputs()
-        inputs["position_ids"] = positions(reference, enc.inputs)  # the same for phi_policy: one config
+        inputs = pass_inputs(enc)
         select = enc.predicting(enc.action_mask)
         logits, l_rf = model(inputs, enc.prompt_mask, batch["action"], state, batch["action_pad"], keep, select)
         if cfg.alpha == 0:  # direct fine-tuning: no reference pass
             return l_rf, {"rf_loss": float(l_rf.detach()), "kl": 0.0}
         with torch.no_grad(), record_function("km_reference"):
-            ref = reference_logits(batch, enc, frames, kept, codes, has, dev)
+            ref = reference_logits(batch, enc, inputs, frames, kept, codes, has, dev)
         kl = reverse_kl(logits, ref)
         loss = l_rf + cfg.alpha * kl
         metrics = {"rf_loss": float(l_rf.detach()), "kl": float(kl.detach())}
