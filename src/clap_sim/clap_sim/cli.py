@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for the bags (one per episode)")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     p.add_argument("--keep-failed", action="store_true", help="keep episodes the demonstrator failed")
+    p.add_argument("--workers", type=int, default=1, help="episodes recorded at once, one process each")
     p.add_argument("--no-compress", dest="compress", action="store_false",
                    help="write uncompressed bags (default: zstd, ~40x smaller for rendered images)")
     p.add_argument("--contract", type=Path, default=None, help="contract YAML (default: astribot)")
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         records = record_dataset(args.task, args.episodes, args.out, seed=args.seed, storage=args.storage,
                                  n_steps=args.steps, image_size=args.image_size,
                                  only_successful=not args.keep_failed, contract_path=args.contract,
-                                 compress=args.compress)
+                                 compress=args.compress, workers=args.workers)
         ok = sum(r.success for r in records)
         print(f"recorded {len(records)} {args.task} episodes ({ok} successful) in {args.out}")
         return 0

@@ -227,42 +227,43 @@ def record_episode(task_name: str, seed: int, out_dir: str | Path, *, storage: s
 def record_dataset(task_name: str, episodes: int, out_dir: str | Path, *, seed: int = 0,
                    storage: str = "mcap", n_steps: int | None = None, image_size: int = 224,
                    only_successful: bool = True, progress: bool = True, compress: bool = True,
-                   contract_path: str | Path | None = None) -> list[EpisodeRecord]:
+                   contract_path: str | Path | None = None, workers: int = 1) -> list[EpisodeRecord]:
     """Record ``episodes`` scripted episodes (seeds seed, seed+1, ...) into ``out_dir``.
 
     With ``only_successful`` a failed demonstration is deleted and the next seed tried (as
     ACT's data collection does), so the folder holds ``episodes`` successful demonstrations.
     ``out_dir/episodes.json`` lists the recorded bags (merged with earlier recordings there).
+    ``workers`` > 1 records that many seeds at once, each in a process of its own (rendering is
+    most of an episode's time): the same seeds, bags and index as one worker (frames equal up to
+    the last bits: a MuJoCo reset is not bit-exact, so an episode depends slightly on the one
+    recorded before it in the same scene, with one worker too).
     """
     if episodes < 1:
         raise RecorderError(f"episodes must be >= 1, got {episodes}")
+    if workers < 1:
+        raise RecorderError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    task = make_task(task_name)
-    topics = load_topics(contract_path)
-    ts = make_typestore()
+    make_task(task_name)  # an unknown task fails here, before any process starts
+    options = dict(task_name=task_name, out_dir=str(out_dir), storage=storage, n_steps=n_steps,
+                   image_size=image_size, compress=compress, contract_path=contract_path)
     records: list[EpisodeRecord] = []
     failed: list[int] = []
-    scene = task.make_scene(image_size=image_size, rate_hz=topics.rate_hz, render=True)
-    s = seed
     bar = tqdm(total=episodes, desc=f"record {task_name}", unit="episode", disable=not progress)
-    try:
-        while len(records) < episodes:
-            if len(failed) > max(10, episodes):
-                raise RecorderError(f"the {task_name} demonstrator failed on seeds {failed}; giving up")
-            rec = record_episode(task_name, s, out_dir, storage=storage, n_steps=n_steps,
-                                 topics=topics, scene=scene, typestore=ts, compress=compress)
-            if rec.success or not only_successful:
-                records.append(rec)
-                bar.update(1)
-            else:
-                failed.append(s)
-                shutil.rmtree(rec.path, ignore_errors=True)
-            bar.set_postfix(failed=len(failed))
-            s += 1
-    finally:
-        bar.close()
-        scene.close()
+    with _EpisodeWorkers(workers, options) as pool:
+        try:
+            for rec in pool.in_seed_order(seed, lambda: episodes - len(records)):
+                if rec.success or not only_successful:
+                    records.append(rec)
+                    bar.update(1)
+                else:
+                    failed.append(rec.seed)
+                    shutil.rmtree(rec.path, ignore_errors=True)
+                bar.set_postfix(failed=len(failed))
+                if len(failed) > max(10, episodes):
+                    raise RecorderError(f"the {task_name} demonstrator failed on seeds {failed}; giving up")
+        finally:
+            bar.close()
     index = out_dir / "episodes.json"
     entries = [{"bag": r.path.name, "task": task_name, "seed": r.seed, "storage": storage,
                 "instruction": r.instruction, "success": r.success, "max_reward": r.max_reward,
@@ -276,3 +277,67 @@ def record_dataset(task_name: str, episodes: int, out_dir: str | Path, *, seed: 
         entries = [e for e in old if e.get("bag") not in names] + entries
     atomic_write_text(index, json.dumps({"episodes": entries, "failed_seeds": {task_name: failed}}, indent=1) + "\n")
     return records
+
+
+_WORKER: dict = {}
+
+
+def _worker_start(options: dict) -> None:
+    """A recording process: its own scene (and GL context), rendering on this process's core alone."""
+    os.environ.setdefault("LP_NUM_THREADS", "0")  # llvmpipe's helper threads slow a 2-core machine down
+    task = make_task(options["task_name"])
+    topics = load_topics(options["contract_path"])
+    scene = task.make_scene(image_size=options["image_size"], rate_hz=topics.rate_hz, render=True)
+    _WORKER.update(options=options, topics=topics, scene=scene, typestore=make_typestore())
+
+
+def _worker_record(seed: int) -> EpisodeRecord:
+    o = _WORKER["options"]
+    return record_episode(o["task_name"], seed, o["out_dir"], storage=o["storage"], n_steps=o["n_steps"],
+                          topics=_WORKER["topics"], scene=_WORKER["scene"], typestore=_WORKER["typestore"],
+                          compress=o["compress"])
+
+
+class _EpisodeWorkers:
+    """Records seeds seed, seed+1, ... with ``n`` seeds in flight, yielding each episode in seed order.
+
+    One worker records in this process; more run in spawned processes (a GL context does not
+    survive a fork).
+    """
+
+    def __init__(self, n: int, options: dict):
+        self.n, self.options, self.pool = n, options, None
+
+    def __enter__(self) -> _EpisodeWorkers:
+        if self.n > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_worker_start, initargs=(self.options,))
+        else:
+            _worker_start(self.options)
+        return self
+
+    def in_seed_order(self, seed: int, missing):
+        """Episodes of seeds seed, seed+1, ... in order, while ``missing()`` (episodes still wanted) > 0.
+
+        No more seeds are in flight than are still missing, so no episode is recorded in vain.
+        """
+        from collections import deque
+
+        pending, nxt = deque(), seed
+        while True:
+            while len(pending) < self.n and len(pending) < missing():
+                pending.append(self.pool.submit(_worker_record, nxt) if self.pool else nxt)
+                nxt += 1
+            if not pending:
+                return
+            job = pending.popleft()
+            yield job.result() if self.pool else _worker_record(job)
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:  # on an error: the seeds not started are dropped
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        elif "scene" in _WORKER:
+            _WORKER.pop("scene").close()

@@ -138,3 +138,23 @@ def test_compressed_image_contract_records_jpeg_and_converts(tmp_path):
     out = tmp_path / "dataset"
     clap("convert", str(bags), "--out", str(out), "--contract", str(contract), "--no-progress")
     assert json.loads((out / "meta" / "info.json").read_text())["total_frames"] == 10
+
+
+def test_two_workers_record_the_same_seeds_in_order_and_nothing_more(tmp_path):
+    args = ("sim", "record", "--task", "coloured_cubes", "--episodes", "3", "--seed", "4", "--steps", str(STEPS),
+            "--image-size", "32", "--keep-failed")
+    clap(*args, "--out", str(tmp_path / "one"))
+    clap(*args, "--out", str(tmp_path / "two"), "--workers", "2")
+    one = json.loads((tmp_path / "one" / "episodes.json").read_text())["episodes"]
+    two = json.loads((tmp_path / "two" / "episodes.json").read_text())["episodes"]
+    assert [e["seed"] for e in two] == [4, 5, 6]
+    assert two == one  # bag names, instructions, frames and outcomes
+    assert sorted(p.name for p in (tmp_path / "two").iterdir() if p.is_dir()) == [e["bag"] for e in two]
+
+
+def test_workers_give_up_on_a_demonstrator_that_keeps_failing(tmp_path):
+    # 3 steps are too few to succeed: every seed fails, is deleted, and the next one is tried
+    with pytest.raises(AssertionError, match="failed on seeds"):
+        clap("sim", "record", "--task", "transfer_cube", "--episodes", "1", "--steps", "3", "--image-size", "32",
+             "--out", str(tmp_path), "--workers", "2")
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]

@@ -74,3 +74,42 @@ def test_nan_loss_stops_with_the_step_and_the_last_good_checkpoint(tmp_path):
 def test_bad_loop_config_is_rejected():
     with pytest.raises(ValueError, match="warmup_steps"):
         LoopConfig(steps=10, warmup_steps=20)
+
+
+def _weights(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_ema_ends_the_run_with_the_average_of_every_step(tmp_path):
+    """The exported weights are the warmed-up EMA of the weights after each step, computed here by hand."""
+    decay, steps = 0.9, 12
+    stage = _stage()
+    seen = []
+    stage.after_step = lambda m, step: seen.append(_weights(m))
+    snaps = []
+    stage.snapshot = lambda m, step: snaps.append(_weights(m))
+    run_loop(stage, _config(steps=steps, ema_decay=decay), tmp_path, progress=False)
+    average = seen[0]  # the first update takes the weights as they are
+    for n, w in enumerate(seen[1:], start=1):
+        d = min(decay, (1 + n) / (10 + n))
+        average = [a * d + x * (1 - d) for a, x in zip(average, w)]
+    assert len(snaps) == steps
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(_weights(stage.model), average))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(snaps[-1], average))
+    # the average is not the last step's weights: the run would export something else without it
+    assert max(float((a - b).abs().max()) for a, b in zip(average, seen[-1])) > 1e-3
+
+
+def test_ema_resumes_exactly_after_a_kill(tmp_path):
+    straight = _stage()
+    run_loop(straight, _config(ema_decay=0.8), tmp_path / "a", progress=False)
+    run_loop(_stage(), _config(ema_decay=0.8), tmp_path / "b", progress=False, stop_after=4)  # "killed"
+    resumed = _stage(seed=123)
+    run_loop(resumed, _config(ema_decay=0.8), tmp_path / "b", resume=True, progress=False)
+    assert (latest_checkpoint(tmp_path / "b") / "ema.safetensors").is_file()
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(_weights(straight.model), _weights(resumed.model)))
+
+
+def test_ema_decay_out_of_range_is_rejected():
+    with pytest.raises(ValueError, match="ema_decay"):
+        LoopConfig(ema_decay=1.0)

@@ -62,10 +62,12 @@ def save_checkpoint(
     state: dict[str, Any] | None = None,
     keep_last: int = 2,
     weights: dict[str, torch.Tensor] | None = None,
+    average: dict[str, torch.Tensor] | None = None,
 ) -> pathlib.Path:
     """Write checkpoint ``step`` and point ``latest`` at it; prune older ones beyond ``keep_last``.
 
     ``weights``: the full state dict when the model itself holds only a shard (FSDP gathers it).
+    ``average``: the weight average's state (``ema.safetensors``), when the run keeps one.
     """
     root = checkpoint_root(run_dir)
     final = root / f"step-{step:08d}"
@@ -73,6 +75,8 @@ def save_checkpoint(
         tensors = (state_dict_for_safetensors(model) if weights is None
                    else {k: v.detach().contiguous().cpu() for k, v in weights.items()})
         save_file(tensors, str(tmp / "model.safetensors"))
+        if average is not None:
+            save_file(average, str(tmp / "ema.safetensors"))
         if optimizer is not None:
             torch.save(
                 {
@@ -115,8 +119,13 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
     strict: bool = True,
+    average: Any | None = None,
 ) -> dict[str, Any]:
-    """Load weights (and optimizer/scheduler state when given) from a checkpoint folder."""
+    """Load weights (and optimizer/scheduler state when given) from a checkpoint folder.
+
+    ``average``: a ``WeightAverage`` to restore from ``ema.safetensors``; a checkpoint written
+    without one starts the average at the loaded weights.
+    """
     path = pathlib.Path(path)
     weights = path / "model.safetensors"
     if not weights.is_file():
@@ -126,6 +135,11 @@ def load_checkpoint(
         raise RuntimeError(
             f"checkpoint {weights} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
+    if average is not None:
+        if (path / "ema.safetensors").is_file():
+            average.load_state_dict(load_file(str(path / "ema.safetensors")))
+        else:
+            average.averaged.module.load_state_dict(model.state_dict())
     if optimizer is not None and (path / "optimizer.pt").is_file():
         blob = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
         optimizer.load_state_dict(blob["optimizer"])

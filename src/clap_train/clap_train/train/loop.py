@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from clap_train.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from clap_train.train.ema import WeightAverage
 
 
 @dataclasses.dataclass
@@ -63,6 +64,7 @@ class LoopConfig:
     gradient_checkpointing: bool = False  # recompute HF transformer layers in backward (saves activations)
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    ema_decay: float = 0.0  # > 0: keep an EMA of the weights (train/ema.py); the run ends with it in the model
 
     def __post_init__(self) -> None:
         if self.steps <= 0:
@@ -73,6 +75,8 @@ class LoopConfig:
             raise ValueError(f"warmup_steps must be in [0, steps], got {self.warmup_steps}")
         if self.save_every <= 0 or self.log_every <= 0:
             raise ValueError("save_every and log_every must be positive")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0: no average), got {self.ema_decay}")
         if self.grad_accum <= 0 or self.batch_size % self.grad_accum:
             raise ValueError(f"grad_accum must be positive and divide batch_size {self.batch_size}, "
                              f"got {self.grad_accum}")
@@ -138,7 +142,9 @@ class Stage:
     module (EMA teachers, dead-code re-seeding). ``shared_state(model, step)`` then lists the
     tensors it changed that must be equal on all ranks; the loop broadcasts them from rank 0, so
     rank 0 decides (e.g. which codes to re-seed, and with what). ``extra_state()`` is stored in
-    each checkpoint's state.json. ``loss_fn`` gets the model as prepared (DDP-wrapped under
+    each checkpoint's state.json. ``snapshot(model, step)`` runs after each step on rank 0 with the
+    module the run would export at that step (the weight average when ``ema_decay`` > 0; the
+    trained module otherwise): intermediate exports. ``loss_fn`` gets the model as prepared (DDP-wrapped under
     several processes): call it for the forward pass, and reach attributes through ``unwrap``.
     """
 
@@ -151,6 +157,7 @@ class Stage:
     after_step: Callable[[torch.nn.Module, int], None] | None = None
     extra_state: Callable[[], dict[str, Any]] | None = None
     shared_state: Callable[[torch.nn.Module, int], list[torch.Tensor]] | None = None
+    snapshot: Callable[[torch.nn.Module, int], None] | None = None
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -293,12 +300,17 @@ def run_loop(
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [lr_lambda(config, g["lr"]) for g in groups])
 
+    ema = None
+    if config.ema_decay > 0:
+        if accelerator.distributed_type == DistributedType.FSDP:
+            raise ValueError(f"{stage.name}: ema_decay needs the whole weights in each process; not with FSDP")
+        ema = WeightAverage(model, config.ema_decay)
     start = 0
     history: list[dict[str, float]] = []
     if resume:  # every rank reads the same checkpoint before the model is wrapped
         ckpt = latest_checkpoint(run_dir)
         if ckpt is not None:
-            state = load_checkpoint(ckpt, model, optimizer, scheduler)
+            state = load_checkpoint(ckpt, model, optimizer, scheduler, average=ema)
             start = int(state["step"])
             history = list(state.get("history", []))
             accelerator.print(f"{stage.name}: resumed from {ckpt} at step {start}")
@@ -339,7 +351,7 @@ def run_loop(
         path = None
         if accelerator.is_main_process:
             path = save_checkpoint(run_dir, step, own, optimizer, scheduler, extra(), keep_last=config.keep_last,
-                                   weights=full)
+                                   weights=full, average=ema.state_dict() if ema is not None else None)
         accelerator.wait_for_everyone()
         return path
 
@@ -384,6 +396,10 @@ def run_loop(
         if world > 1 and stage.shared_state is not None:
             for t in stage.shared_state(own, step):
                 t.data.copy_(broadcast(t.data.contiguous(), from_process=0))
+        if ema is not None:
+            ema.update()
+        if stage.snapshot is not None and accelerator.is_main_process:
+            stage.snapshot(ema.module if ema is not None else own, step)
         if world > 1:
             loss_mean = local.pop("loss")
             local = _mean_over_ranks(accelerator, local)
@@ -411,5 +427,7 @@ def run_loop(
         (out / f"{stage.name}-rank{rank}.json").write_text(json.dumps(
             {"rank": rank, "world": world, "num_items": len(trace), "samples": trace.seen,
              "params": param_digest(own)}))
+    if ema is not None:
+        ema.copy_to_model()
     accelerator.wait_for_everyone()
     return LoopResult(final_step=step, history=history, checkpoint=last_ckpt or latest_checkpoint(run_dir))

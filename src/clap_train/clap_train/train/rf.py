@@ -260,13 +260,13 @@ def train(job: Prepared, options: RunOptions) -> int:
 
     def export_intermediate(m: RFModel, step: int) -> None:
         """An intermediate policy every ``export_every`` steps (learning curves: success against training)."""
-        if cfg.export_every and step % cfg.export_every == 0 and step < cfg.stage2.steps and is_main_process():
+        if cfg.export_every and step % cfg.export_every == 0 and step < cfg.stage2.steps:
             save_policy(run_dir / "exports" / f"step-{step:06d}", meta, m.vlm, processor, act_vae, space, m.head)
 
     cache = ReferenceCache(cfg.km_cache_mb * 2 ** 20) if cfg.km_cache_mb > 0 else None
     s2 = Stage(name="rf_stage2", model=model, dataset=Indexed(robot_only(job.dataset)), collate_fn=collate_samples,
                loss_fn=rf_km_loss_fn(processor, vocab, act_vae, reference, cfg, cache), param_groups=groups,
-               after_step=export_intermediate)
+               snapshot=export_intermediate)
     r2 = run_loop(s2, cfg.stage2, run_dir / "stage2", resume=options.resume, progress=progress, stop_after=stop2)
     if r2.final_step < cfg.stage2.steps:
         print(f"rf: stopped in stage 2 at step {r2.final_step}")
