@@ -52,6 +52,7 @@ class Task:
 
     name: str = ""
     max_reward: int = 4
+    stages: tuple[str, ...] = ()  # what each reward 0..max_reward means (failure analysis, bench/generalist.py)
     episode_seconds: float = 8.0
 
     def xml(self) -> str:
@@ -98,6 +99,8 @@ class TransferCube(Task):
     """The right arm picks up the red cube and hands it to the left arm."""
 
     name = "transfer_cube"
+    stages = ("right gripper off the cube", "right gripper touches it", "right arm lifts it",
+              "left gripper touches it", "left arm holds it off the table")
 
     def xml(self) -> str:
         return base_xml("transfer_cube")
@@ -129,6 +132,8 @@ class Insertion(Task):
     """The left arm picks up the socket, the right arm the peg, and the peg goes in."""
 
     name = "insertion"
+    stages = ("not both parts grasped", "both parts grasped", "both lifted", "peg touches the socket",
+              "peg touches the pin")
 
     def xml(self) -> str:
         return base_xml("insertion")
@@ -169,6 +174,8 @@ class ColouredCubes(Task):
     """
 
     name = "coloured_cubes"
+    stages = ("named cube not touched", "named cube touched", "off the table", "lifted halfway",
+              "lifted, others on the table")
     colours = COLOURS
     lift_height = 0.08
     episode_seconds = 5.0
