@@ -13,9 +13,11 @@ recipe with some fields changed:
 
 Recipes: ``demo`` (``make demo``: scripts/demo.py), ``closed_loop`` (bench/closed_loop.py: the
 learning curve and the ladder over DDS), ``human_transfer`` (bench/human_transfer.py: human videos
-of an unseen variant). A new recipe is a frozen dataclass with a ``name`` added to ``RECIPES``; the
-steps they share are in clap_sim/steps.py. Sim-side (it records and evaluates in the simulation);
-the training steps are clap_train's stage runner.
+of an unseen variant), ``ablation`` (bench/ablation.py, clap_sim/ablation.py: every CLAP ingredient
+ablated, several training seeds) and ``generalist`` (bench/generalist.py, clap_sim/generalist.py:
+one policy for every task beside the single-task ones). A new recipe is a frozen dataclass with a
+``name`` added to ``RECIPES``; the steps they share are in clap_sim/steps.py. Sim-side (it records
+and evaluates in the simulation); the training steps are clap_train's stage runner.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import ClassVar
 
 from clap_train.train.runner import Step
 
+from .ablation import Ablation
+from .generalist import Generalist
 from .steps import (  # noqa: F401 (the recipes' building blocks, importable from here as before)
     CONFIGS, EVAL_EXECUTOR, EXECUTORS, HELDOUT_SEED, HUMAN_SEED, LOCKSTEP, ROOT, TEST_SEED, TRAIN_SEED, Layout,
     check_positive, data_steps, eval_step, policy_steps, stage_env,
@@ -162,7 +166,7 @@ class HumanTransfer:
                 for name in self.run_names().values()}
 
 
-RECIPES: dict[str, type] = {r.name: r for r in (Demo, ClosedLoop, HumanTransfer)}
+RECIPES: dict[str, type] = {r.name: r for r in (Demo, ClosedLoop, HumanTransfer, Ablation, Generalist)}
 
 
 def recipe(name: str, **changes):

@@ -9,8 +9,9 @@ from stage_cli import stage_args
 
 
 def test_the_registry_names_its_recipes_and_their_fields():
-    assert {"demo", "closed_loop", "human_transfer"} <= set(RECIPES)
-    with pytest.raises(KeyError, match="no recipe 'generalst'; recipes: closed_loop, demo, human_transfer"):
+    assert {"demo", "closed_loop", "human_transfer", "ablation", "generalist"} <= set(RECIPES)
+    with pytest.raises(KeyError, match="no recipe 'generalst'; recipes: ablation, closed_loop, demo, generalist, "
+                                       "human_transfer"):
         recipe("generalst")
     with pytest.raises(TypeError, match="no field.*'demos'.*fields: configs, episodes"):
         recipe("demo", demos=3)
