@@ -30,24 +30,10 @@ import time
 
 from clap_sim.eval_report import success_summary
 from clap_sim.pipeline import CONFIGS, EXECUTORS, recipe, stage_env
+from clap_sim.steps import curve_point_steps, curve_policies, training_seconds
 from clap_train.train.runner import failed, run_steps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def training_seconds(run: pathlib.Path) -> dict[str, float]:
-    """Wall seconds each training stage's loop ran (from its last checkpoint's history)."""
-    out = {}
-    for name, sub in (("act_vae", "act_vae"), ("vd_vae", "vd_vae"), ("ntp", "ntp"), ("rf_stage1", "rf/stage1"),
-                      ("rf_stage2", "rf/stage2")):
-        state = run / sub / "checkpoints" / "latest"
-        try:
-            ckpt = run / sub / "checkpoints" / state.read_text().strip()
-            history = json.loads((ckpt / "state.json").read_text()).get("history", [])
-            out[name] = float(history[-1].get("elapsed_s", 0.0)) if history else 0.0
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,24 +70,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # learning curve: lock-step success of the intermediate policies on held-out seeds
     curve = []
-    exports = sorted((out / "runs" / "rf" / "exports").glob("step-*")) + [policy]
-    for pol in exports:
-        step = bench.curve_step(out, pol, pol.name if pol != policy else "final")
+    for point, pol in curve_policies(out / "runs" / "rf").items():
+        step = bench.curve_step(out, pol, point)
         if failed(run_steps([step], env)):
             return 1
-        dest = step.marker.parent
-        r = json.loads((dest / "eval.json").read_text())
-        curve.append({"policy": str(pol), "point": dest.name, **success_summary(r)})
-    history = _rf_history(out / "runs" / "rf" / "stage2")
-    last = history[-1] if history else None
-    for point in curve:
-        step = int(point["point"].split("-")[1]) if point["point"].startswith("step-") else (
-            last["step"] if last else None)
-        point["rf_step"] = step
-        point["rf_seconds"] = next((round(h["elapsed_s"], 1) for h in history if h["step"] == step), None)
-        if point["rf_seconds"] is None and last and step:  # the history keeps the last steps only
-            point["rf_seconds"] = round(last["elapsed_s"] * step / last["step"], 1)
-            point["rf_seconds_estimated"] = True
+        r = json.loads(step.marker.read_text())
+        curve.append({"policy": str(pol), "point": point, **success_summary(r)})
+    curve_point_steps(curve, out / "runs" / "rf")
     result["learning_curve"] = curve
     _plot_curve(curve, out / "learning_curve.png")
 
@@ -118,14 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     (out / "result.md").write_text(_markdown(result))
     print(_markdown(result))
     return 0
-
-
-def _rf_history(stage_dir: pathlib.Path) -> list[dict]:
-    try:
-        name = (stage_dir / "checkpoints" / "latest").read_text().strip()
-        return json.loads((stage_dir / "checkpoints" / name / "state.json").read_text()).get("history", [])
-    except (OSError, ValueError):
-        return []
 
 
 def _markdown(result: dict) -> str:

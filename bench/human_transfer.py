@@ -34,26 +34,16 @@ import json
 import pathlib
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from clap_sim.eval_report import newcombe, success_summary
 from clap_sim.pipeline import CONFIGS, HumanTransfer, recipe, stage_env
 from clap_sim.pseudo_labels import quality, true_token_dataset
+from clap_sim.steps import run_side_by_side
 from clap_train.train.runner import failed, run_steps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TASK, NOVEL = HumanTransfer.task, HumanTransfer.novel
 ARMS = HumanTransfer.ARMS
-
-
-def run_side_by_side(plans: dict[str, list], env: dict[str, str], parallel: bool) -> dict[str, list]:
-    """Run the plans (lists of steps) two at a time, one CPU thread each, or one after another."""
-    if not parallel:
-        return {name: run_steps(plan, env) for name, plan in plans.items()}
-    env1 = dict(env, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(run_steps, plan, env1) for name, plan in plans.items()}
-        return {name: f.result() for name, f in futures.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

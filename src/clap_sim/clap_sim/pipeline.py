@@ -13,108 +13,27 @@ recipe with some fields changed:
 
 Recipes: ``demo`` (``make demo``: scripts/demo.py), ``closed_loop`` (bench/closed_loop.py: the
 learning curve and the ladder over DDS), ``human_transfer`` (bench/human_transfer.py: human videos
-of an unseen variant). A new recipe is a frozen dataclass with a ``name`` added to ``RECIPES``.
-Sim-side (it records and evaluates in the simulation); the training steps are clap_train's stage runner.
+of an unseen variant), ``ablation`` (bench/ablation.py, clap_sim/ablation.py: every CLAP ingredient
+ablated, several training seeds) and ``generalist`` (bench/generalist.py, clap_sim/generalist.py:
+one policy for every task beside the single-task ones). A new recipe is a frozen dataclass with a
+``name`` added to ``RECIPES``; the steps they share are in clap_sim/steps.py. Sim-side (it records
+and evaluates in the simulation); the training steps are clap_train's stage runner.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
-from typing import ClassVar, NamedTuple
+from typing import ClassVar
 
-from clap_train.train.runner import Step, stage_step
+from clap_train.train.runner import Step
 
-ROOT = pathlib.Path(__file__).resolve().parents[3]  # the checkout (config/ lives there)
-CONFIGS = ROOT / "config" / "train"
-TRAIN_SEED, HELDOUT_SEED = 0, 1000  # recordings use seeds 0..N-1; held-out evaluation starts at 1000
-HUMAN_SEED = 500  # first seed of the human-look videos
-# ACT-style temporal ensembling with a new chunk every tick: the executor under which the small CPU
-# policies succeed (bench/RESULTS.md, "A policy that performs")
-EVAL_EXECUTOR = ("--executor", "temporal_ensemble", "--replan-every", "1")
-EXECUTORS = ("open_loop", "temporal_ensemble", "rtc")
-
-
-def stage_env() -> dict[str, str]:
-    """The environment of the steps: unbuffered output, EGL rendering, DDS on this machine."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    return env
-
-
-class Layout(NamedTuple):
-    """Where a pipeline's data and runs lie under its output folder (``Layout.of(out)``)."""
-
-    bags: pathlib.Path
-    videos: pathlib.Path
-    robot_ds: pathlib.Path
-    human_ds: pathlib.Path
-    runs: pathlib.Path
-    act_vae: pathlib.Path
-    vd_vae: pathlib.Path
-
-    @classmethod
-    def of(cls, out: pathlib.Path) -> Layout:
-        runs = out / "runs"
-        return cls(out / "bags", out / "human_videos", out / "dataset", out / "human_dataset", runs,
-                   runs / "act_vae" / "act_vae", runs / "vd_vae" / "vd_vae")
-
-
-def data_steps(out: pathlib.Path, task: str, demos: int, human_videos: int, configs: pathlib.Path,
-               human_task: str | None = None) -> list[Step]:
-    """The data steps: demonstrations and human-look videos, converted; the Act-VAE and the VD-VAE; pseudo labels.
-
-    Demonstrations are of ``task``, the human-look videos of ``human_task`` (default: the same task).
-    """
-    p = Layout.of(out)
-    return [
-        Step("record scripted demos", ("sim", "record", "--task", task, "--episodes", str(demos), "--out", str(p.bags),
-                                       "--seed", str(TRAIN_SEED)), p.bags / ".done", touch=True),
-        Step("render human videos", ("sim", "human-videos", "--task", human_task or task, "--episodes",
-                                     str(human_videos), "--out", str(p.videos), "--seed", str(HUMAN_SEED)),
-             p.videos / ".done", touch=True),
-        Step("convert bags", ("convert", str(p.bags), "--out", str(p.robot_ds), "--workers", "2"),
-             p.robot_ds / ".done", touch=True),
-        Step("convert human videos", ("convert-videos", str(p.videos), "--out", str(p.human_ds)),
-             p.human_ds / ".done", touch=True),
-        stage_step("train Act-VAE", "act-vae", configs / "act_vae.yaml", p.runs / "act_vae",
-                   p.act_vae / "config.json", datasets=[p.robot_ds]),
-        stage_step("train VD-VAE", "vd-vae", configs / "vd_vae.yaml", p.runs / "vd_vae", p.vd_vae / "config.json",
-                   datasets=[p.robot_ds], human_datasets=[p.human_ds], sets=[f"act_vae={p.act_vae}"]),
-        Step("label human videos", ("label-videos", "--vd-vae", str(p.vd_vae), "--dataset", str(p.human_ds)),
-             p.human_ds / ".labelled", touch=True),
-    ]
-
-
-def policy_steps(out: pathlib.Path, runs: pathlib.Path, configs: pathlib.Path, ntp_set: tuple[str, ...] = (),
-                 rf_set: tuple[str, ...] = (), human_ds: pathlib.Path | None = None) -> list[Step]:
-    """CLAP-NTP, then CLAP-RF + KM from it, on ``out``'s datasets and Act-VAE, into ``runs``.
-
-    ``ntp_set`` / ``rf_set``: extra config overrides of each stage; ``human_ds``: another labelled
-    human-video dataset than ``out``'s.
-    """
-    p = Layout.of(out)
-    data = dict(datasets=[p.robot_ds], human_datasets=[human_ds or p.human_ds])
-    return [
-        stage_step("train CLAP-NTP", "ntp", configs / "ntp.yaml", runs / "ntp", runs / "ntp" / "policy",
-                   sets=[f"act_vae={p.act_vae}", *ntp_set], **data),
-        stage_step("train CLAP-RF + KM", "rf", configs / "rf.yaml", runs / "rf", runs / "rf" / "policy",
-                   sets=[f"init={runs / 'ntp' / 'policy'}", *rf_set], **data),
-    ]
-
-
-def eval_step(name: str, out: pathlib.Path, task: str, policy: pathlib.Path, seed: int, episodes: int,
-              *extra: str) -> Step:
-    """Closed loop through the policy node over DDS (``clap sim eval``; ``--lockstep`` among ``extra``: in-process)."""
-    return Step(name, ("sim", "eval", "--task", task, "--episodes", str(episodes), "--seed", str(seed),
-                       "--policy", str(policy), "--out", str(out), *extra), out / "eval.json")
-
-
-def _check(**positive: int) -> None:
-    bad = {k: v for k, v in positive.items() if v < 1}
-    if bad:
-        raise ValueError(f"these must be >= 1: {bad}")
+from .ablation import Ablation
+from .generalist import Generalist
+from .steps import (  # noqa: F401 (the recipes' building blocks, importable from here as before)
+    CONFIGS, EVAL_EXECUTOR, EXECUTORS, HELDOUT_SEED, HUMAN_SEED, LOCKSTEP, ROOT, TEST_SEED, TRAIN_SEED, Layout,
+    check_positive, data_steps, eval_step, policy_steps, stage_env,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +48,7 @@ class Demo:
     configs: pathlib.Path = CONFIGS / "demo"
 
     def __post_init__(self) -> None:
-        _check(episodes=self.episodes, human_episodes=self.human_episodes, eval_episodes=self.eval_episodes)
+        check_positive(episodes=self.episodes, human_episodes=self.human_episodes, eval_episodes=self.eval_episodes)
 
     def training(self, out: pathlib.Path) -> list[Step]:
         """Record, convert and train every CLAP stage; the policy lands in ``out/runs/rf/policy``."""
@@ -165,8 +84,8 @@ class ClosedLoop:
     executors: tuple[str, ...] = EXECUTORS
 
     def __post_init__(self) -> None:
-        _check(demos=self.demos, human_videos=self.human_videos, episodes=self.episodes,
-               curve_episodes=self.curve_episodes)
+        check_positive(demos=self.demos, human_videos=self.human_videos, episodes=self.episodes,
+                       curve_episodes=self.curve_episodes)
         unknown = sorted(set(self.executors) - set(EXECUTORS))
         if unknown:
             raise ValueError(f"unknown executors {unknown}; choose from {list(EXECUTORS)}")
@@ -178,7 +97,7 @@ class ClosedLoop:
     def curve_step(self, out: pathlib.Path, policy: pathlib.Path, point: str) -> Step:
         """Lock-step success of one intermediate (or the final) policy on held-out seeds."""
         return eval_step(f"learning curve {point}", out / "curve" / point, self.task, policy, HELDOUT_SEED,
-                         self.curve_episodes, "--lockstep", "--no-video", *EVAL_EXECUTOR)
+                         self.curve_episodes, *LOCKSTEP)
 
     def ladder_steps(self, out: pathlib.Path, policy: pathlib.Path) -> dict[str, Step]:
         """``"mode executor part"`` -> its evaluation through the policy node over DDS."""
@@ -214,7 +133,7 @@ class HumanTransfer:
     arms: tuple[str, ...] = ARMS
 
     def __post_init__(self) -> None:
-        _check(demos=self.demos, human_videos=self.human_videos, episodes=self.episodes)
+        check_positive(demos=self.demos, human_videos=self.human_videos, episodes=self.episodes)
         if not 0.0 <= self.human_fraction < 1.0:
             raise ValueError(f"human_fraction must be in [0, 1), got {self.human_fraction}")
         unknown = sorted(set(self.arms) - set(self.ARMS))
@@ -243,11 +162,11 @@ class HumanTransfer:
         """Run name -> its lock-step evaluations on held-out seeds of the novel variant and of the task."""
         return {name: [eval_step(f"{name} on {task}", out / "eval" / name / task, task,
                                  out / "runs" / name / "rf" / "policy", HELDOUT_SEED, self.episodes,
-                                 "--lockstep", "--no-video", *EVAL_EXECUTOR) for task in (self.novel, self.task)]
+                                 *LOCKSTEP) for task in (self.novel, self.task)]
                 for name in self.run_names().values()}
 
 
-RECIPES: dict[str, type] = {r.name: r for r in (Demo, ClosedLoop, HumanTransfer)}
+RECIPES: dict[str, type] = {r.name: r for r in (Demo, ClosedLoop, HumanTransfer, Ablation, Generalist)}
 
 
 def recipe(name: str, **changes):

@@ -19,7 +19,7 @@ from clap_train.data.layout import DEFAULT_LAYOUT
 def test_core_modules_do_not_import_ros():
     code = ("import sys, importlib\n"
             "for n in ('scene', 'tasks', 'scripted', 'recorder', 'human_videos', 'topics', 'cli', 'rollout',\n"
-            "          'pipeline'):\n"
+            "          'pipeline', 'steps', 'ablation', 'generalist'):\n"
             "    importlib.import_module('clap_sim.' + n)\n"
             "ros = ('rclpy', 'rosgraph_msgs', 'std_srvs', 'geometry_msgs', 'rcl_interfaces')\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ros))")
