@@ -5,8 +5,8 @@ Stages (each a real `clap` / `clap sim` job, run as a subprocess with its own pr
 scripted demonstrations in the ALOHA end-effector simulation recorded as rosbag2 -> human-look
 videos -> `clap convert` / `clap convert-videos` -> Act-VAE -> VD-VAE (robot + human) -> pseudo
 action tokens for the human videos -> CLAP-NTP -> CLAP-RF + Knowledge Matching -> closed-loop
-evaluation through the real policy node over DDS, on seeds the policy was trained on and on
-held-out seeds. Prints both success rates, the time each stage took, and where the plots and
+evaluation through the real policy node over DDS, on held-out seeds (with the rollout video) and
+on a few seeds the policy was trained on. Prints both success rates, the time each stage took, and where the plots and
 videos are; writes the same to OUT/summary.md.
 
 The steps are the ``demo`` recipe of ``clap_sim.pipeline`` (run by clap_train's stage runner). A
@@ -33,16 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "runs" / "demo", help="where everything goes")
     parser.add_argument("--task", default="transfer_cube")
-    parser.add_argument("--episodes", type=int, default=20, help="scripted robot demonstrations (seeds 0..N-1)")
+    parser.add_argument("--episodes", type=int, default=50, help="scripted robot demonstrations (seeds 0..N-1)")
     parser.add_argument("--human-episodes", type=int, default=6, help="human-look videos")
-    parser.add_argument("--eval-episodes", type=int, default=5,
-                        help="closed-loop episodes on training seeds and on held-out seeds, each")
+    parser.add_argument("--eval-episodes", type=int, default=10, help="closed-loop episodes on held-out seeds")
+    parser.add_argument("--train-eval-episodes", type=int, default=3,
+                        help="closed-loop episodes on training seeds (0: none)")
     parser.add_argument("--configs", type=pathlib.Path, default=None, help="folder of the stage configs")
     parser.add_argument("--fresh", action="store_true", help="delete OUT first")
     args = parser.parse_args(argv)
 
     demo = recipe("demo", task=args.task, episodes=args.episodes, human_episodes=args.human_episodes,
-                  eval_episodes=args.eval_episodes, configs=args.configs)
+                  eval_episodes=args.eval_episodes, train_eval_episodes=args.train_eval_episodes,
+                  configs=args.configs)
     out = args.out.resolve()
     if args.fresh and out.exists():
         import shutil
@@ -82,8 +84,8 @@ def _summary(out: pathlib.Path, timings, total: float, results: dict[str, dict])
             f"Policy inference latency (CPU): mean {mean:.1f} ms, p95 {p95:.1f} ms" if mean is not None
             else "Policy inference latency: no chunk was produced",
             "",
-            *(f"- {k} seeds: predicted vs executed trajectories {r.get('trajectories_png')}, "
-              f"rollout video {r.get('rollout_mp4')}" for k, r in results.items()),
+            *(f"- {k} seeds: predicted vs executed trajectories {r.get('trajectories_png')}"
+              + (f", rollout video {r['rollout_mp4']}" if r.get("rollout_mp4") else "") for k, r in results.items()),
             f"- training curves: TensorBoard logs under {out / 'runs'}",
             f"- datasets: {out / 'dataset'} (robot), {out / 'human_dataset'} (human videos)",
         ]

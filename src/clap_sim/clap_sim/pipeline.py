@@ -38,17 +38,20 @@ from .steps import (  # noqa: F401 (the recipes' building blocks, importable fro
 
 @dataclasses.dataclass(frozen=True)
 class Demo:
-    """``make demo``: every stage at the demo's budget, then closed loop on training and held-out seeds."""
+    """``make demo``: every stage at the demo's budget, then closed loop on held-out and training seeds."""
 
     name: ClassVar[str] = "demo"
     task: str = "transfer_cube"
-    episodes: int = 20  # scripted robot demonstrations (seeds 0..N-1)
+    episodes: int = 50  # scripted robot demonstrations (seeds 0..N-1)
     human_episodes: int = 6
-    eval_episodes: int = 5  # on training seeds and on held-out seeds, each
+    eval_episodes: int = 10  # on held-out seeds
+    train_eval_episodes: int = 3  # on training seeds (0: none)
     configs: pathlib.Path = CONFIGS / "demo"
 
     def __post_init__(self) -> None:
         check_positive(episodes=self.episodes, human_episodes=self.human_episodes, eval_episodes=self.eval_episodes)
+        if self.train_eval_episodes < 0:
+            raise ValueError(f"train_eval_episodes must be >= 0, got {self.train_eval_episodes}")
 
     def training(self, out: pathlib.Path) -> list[Step]:
         """Record, convert and train every CLAP stage; the policy lands in ``out/runs/rf/policy``."""
@@ -56,17 +59,22 @@ class Demo:
                 + policy_steps(out, Layout.of(out).runs, self.configs))
 
     def evaluations(self, out: pathlib.Path) -> dict[str, pathlib.Path]:
-        """Where each evaluation goes: ``train`` (training seeds) and ``heldout``."""
-        return {"train": out / "eval_train_seeds", "heldout": out / "eval_heldout_seeds"}
+        """Where each evaluation goes: ``heldout`` and, when it runs, ``train`` (training seeds)."""
+        evals = {"heldout": out / "eval_heldout_seeds"}
+        if self.train_eval_episodes:
+            evals["train"] = out / "eval_train_seeds"
+        return evals
 
     def steps(self, out: pathlib.Path) -> list[Step]:
         policy = Layout.of(out).runs / "rf" / "policy"
         evals = self.evaluations(out)
-        return self.training(out) + [
-            eval_step("closed-loop eval, training seeds", evals["train"], self.task, policy, TRAIN_SEED,
-                      min(self.eval_episodes, self.episodes), *EVAL_EXECUTOR),
+        steps = self.training(out) + [
             eval_step("closed-loop eval, held-out seeds", evals["heldout"], self.task, policy, HELDOUT_SEED,
                       self.eval_episodes, *EVAL_EXECUTOR)]
+        if "train" in evals:
+            steps.append(eval_step("closed-loop eval, training seeds", evals["train"], self.task, policy, TRAIN_SEED,
+                                   min(self.train_eval_episodes, self.episodes), "--no-video", *EVAL_EXECUTOR))
+        return steps
 
 
 @dataclasses.dataclass(frozen=True)

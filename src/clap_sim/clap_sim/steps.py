@@ -91,7 +91,8 @@ def record_steps(p: Layout, task: str, demos: int, human_videos: int, human_task
     t = f" ({tag})" if tag else ""
     return [
         Step(f"record scripted demos{t}", ("sim", "record", "--task", task, "--episodes", str(demos), "--out",
-                                           str(p.bags), "--seed", str(TRAIN_SEED)), p.bags / ".done", touch=True),
+                                           str(p.bags), "--seed", str(TRAIN_SEED), "--workers", "2"),
+             p.bags / ".done", touch=True),
         Step(f"render human videos{t}", ("sim", "human-videos", "--task", human_task or task, "--episodes",
                                          str(human_videos), "--out", str(p.videos), "--seed", str(HUMAN_SEED)),
              p.videos / ".done", touch=True),

@@ -28,7 +28,7 @@ def test_the_registry_names_its_recipes_and_their_fields():
 
 
 def test_demo_steps_record_convert_train_and_evaluate(tmp_path):
-    steps = recipe("demo", episodes=4, eval_episodes=6).steps(tmp_path)
+    steps = recipe("demo", episodes=4, eval_episodes=6, train_eval_episodes=5).steps(tmp_path)
     assert [s.argv[:2] for s in steps] == [
         ("sim", "record"), ("sim", "human-videos"), ("convert", str(tmp_path / "bags")),
         ("convert-videos", str(tmp_path / "human_videos")), ("train", "act-vae"), ("train", "vd-vae"),
@@ -43,10 +43,15 @@ def test_demo_steps_record_convert_train_and_evaluate(tmp_path):
     rf = stage_args(steps[8])
     assert f"init={tmp_path / 'runs' / 'ntp' / 'policy'}" in rf.set
     assert steps[8].marker == tmp_path / "runs" / "rf" / "policy"
-    # training seeds: no more episodes than demonstrations; held-out: all six
-    assert steps[9].argv[steps[9].argv.index("--episodes") + 1] == "4"
-    assert steps[10].argv[steps[10].argv.index("--episodes") + 1] == "6"
-    assert steps[10].marker == recipe("demo").evaluations(tmp_path)["heldout"] / "eval.json"
+    # held-out: all six; training seeds: no more episodes than demonstrations
+    assert steps[9].argv[steps[9].argv.index("--episodes") + 1] == "6"
+    assert steps[9].marker == recipe("demo").evaluations(tmp_path)["heldout"] / "eval.json"
+    assert steps[10].argv[steps[10].argv.index("--episodes") + 1] == "4"
+    assert steps[10].argv[steps[10].argv.index("--seed") + 1] == "0"
+    assert [s.argv[:2] for s in recipe("demo", train_eval_episodes=0).steps(tmp_path)][-2:] == [
+        ("train", "rf"), ("sim", "eval")]
+    with pytest.raises(ValueError, match="train_eval_episodes"):
+        Demo(train_eval_episodes=-1)
 
 
 def test_closed_loop_and_human_transfer_steps(tmp_path):
