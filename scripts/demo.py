@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "runs" / "demo", help="where everything goes")
     parser.add_argument("--task", default="transfer_cube")
-    parser.add_argument("--episodes", type=int, default=50, help="scripted robot demonstrations (seeds 0..N-1)")
+    parser.add_argument("--episodes", type=int, default=20, help="scripted robot demonstrations (seeds 0..N-1)")
     parser.add_argument("--human-episodes", type=int, default=6, help="human-look videos")
     parser.add_argument("--eval-episodes", type=int, default=10, help="closed-loop episodes on held-out seeds")
     parser.add_argument("--train-eval-episodes", type=int, default=3,
