@@ -29,13 +29,12 @@ import argparse
 import json
 import pathlib
 import resource
-import shutil
 import sys
 import time
 
 from clap_sim import ablation
 from clap_sim.pipeline import stage_env
-from clap_sim.steps import StepSeconds, run_side_by_side
+from clap_sim.steps import StepSeconds, run_side_by_side, write_result
 from clap_train.train.runner import failed, run_steps
 
 
@@ -78,11 +77,7 @@ def _run(args: argparse.Namespace, bench: ablation.Ablation, out: pathlib.Path, 
               "claims": ablation.claims(cells), "wall_seconds_this_run": round(time.monotonic() - t0, 1)}
     measured = _read_cpu(out / "cpu_seconds.json") + _children_cpu() - cpu0  # earlier runs + this one
     result["cpu"] = ablation.cpu_accounting(out, bench, seconds, measured)
-    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "result.md").write_text(ablation.markdown(result))
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(out / "result.json", args.results)
-    print(ablation.markdown(result))
+    write_result(out, result, ablation.markdown(result), copy_to=args.results)
     return 0
 
 

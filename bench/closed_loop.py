@@ -30,7 +30,7 @@ import time
 
 from clap_sim.eval_report import success_summary
 from clap_sim.pipeline import CONFIGS, EXECUTORS, recipe, stage_env
-from clap_sim.steps import curve_point_steps, curve_policies, training_seconds
+from clap_sim.steps import curve_point_steps, curve_policies, training_seconds, write_result
 from clap_train.train.runner import failed, run_steps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -89,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             ladder[key] = success_summary(json.loads(step.marker.read_text()))
         result["ladder"] = ladder
     result["wall_seconds"] = round(time.monotonic() - t0, 1)
-    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "result.md").write_text(_markdown(result))
-    print(_markdown(result))
+    write_result(out, result, _markdown(result))
     return 0
 
 

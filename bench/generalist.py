@@ -26,14 +26,12 @@ Every step resumes: a finished one is skipped.
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 import time
 
 from clap_sim import generalist
 from clap_sim.pipeline import stage_env
-from clap_sim.steps import run_side_by_side
+from clap_sim.steps import run_side_by_side, write_result
 from clap_train.train.runner import failed, run_steps
 
 
@@ -76,11 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for task in bench.tasks:
         if task in table:
             generalist.plot_task(out / f"{task}.png", task, table[task], curves.get(task, []))
-    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "result.md").write_text(generalist.markdown(result))
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(out / "result.json", args.results)
-    print(generalist.markdown(result))
+    write_result(out, result, generalist.markdown(result), copy_to=args.results)
     return 0
 
 

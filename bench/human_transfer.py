@@ -38,7 +38,7 @@ import time
 from clap_sim.eval_report import newcombe, success_summary
 from clap_sim.pipeline import CONFIGS, HumanTransfer, recipe, stage_env
 from clap_sim.pseudo_labels import quality, true_token_dataset
-from clap_sim.steps import run_side_by_side
+from clap_sim.steps import run_side_by_side, write_result
 from clap_train.train.runner import failed, run_steps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -98,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
               "configs": str(args.configs), "rf_steps": args.rf_steps, "cells": cells, "gain": gain,
               "pseudo_label_quality": {k: q[k] for k in ("agreement", "baseline", "permutation", "samples")},
               "wall_seconds": round(time.monotonic() - t0, 1)}
-    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "result.md").write_text(_markdown(result))
-    print(_markdown(result))
+    write_result(out, result, _markdown(result))
     return 0
 
 

@@ -198,6 +198,17 @@ def run_side_by_side(plans: Mapping[str, Sequence[Step]], env: dict[str, str],
         return {name: f.result() for name, f in futures.items()}
 
 
+def write_result(out: pathlib.Path, result: dict, markdown: str, copy_to: pathlib.Path | None = None) -> None:
+    """A bench's figures: ``out/result.json``, ``out/result.md`` and the JSON at ``copy_to``; prints the markdown."""
+    text = json.dumps(result, indent=1) + "\n"
+    atomic_write_text(out / "result.json", text)
+    atomic_write_text(out / "result.md", markdown)
+    if copy_to is not None:
+        copy_to.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(copy_to, text)
+    print(markdown)
+
+
 class StepSeconds:
     """Wall seconds of every step that ran, in a JSON file kept across resumed runs (a skipped step keeps its own)."""
 

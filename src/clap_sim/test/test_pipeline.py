@@ -1,6 +1,7 @@
 """The pipeline recipes (clap_sim.pipeline): a registry of frozen recipes whose steps the stage runner runs."""
 
 import dataclasses
+import json
 import pathlib
 
 import pytest
@@ -71,3 +72,14 @@ def test_closed_loop_and_human_transfer_steps(tmp_path):
     evals = ht.evaluations(tmp_path)
     assert [s.name for s in evals["robot_only_s3"]] == ["robot_only_s3 on coloured_cubes_novel",
                                                         "robot_only_s3 on coloured_cubes"]
+
+
+def test_write_result_writes_the_json_the_markdown_and_the_copy(tmp_path, capsys):
+    from clap_sim.steps import write_result
+
+    result = {"task": "insertion", "cells": {"a": [1, 2]}}
+    write_result(tmp_path, result, "# table\n", copy_to=tmp_path / "results" / "bench.json")
+    assert json.loads((tmp_path / "result.json").read_text()) == result
+    assert (tmp_path / "result.md").read_text() == "# table\n"
+    assert (tmp_path / "results" / "bench.json").read_text() == (tmp_path / "result.json").read_text()
+    assert "# table" in capsys.readouterr().out
