@@ -4,7 +4,10 @@ The whole chain a user runs, at the smallest size: record one scripted transfer-
 (rosbag2), convert it, train the Act-VAE and CLAP-RF on it, then evaluate the policy on the same
 seed through the policy node and the sim bridge over DDS, and in lock-step. A policy that cannot
 replay the episode it was fitted to has a bug (action space, normalisation, image or state path,
-chunk execution), not a budget problem.
+chunk execution), not a budget problem. The same holds for CLAP-NTP: a CLAP-NTP policy fitted to
+the episode (with an Act-VAE fitted long enough that its tokens replay it) replays it in NTP mode,
+its action tokens decoded by the Act-VAE. This test found that decoding cut the subtask text where
+training had not (bench/RESULTS.md).
 
 A closed-loop episode is a random event, so each test replays the seed ``EPISODES`` times and
 asks for ``NEEDED`` successes: a threshold set from measured rates (bench/RESULTS.md, "The
@@ -25,7 +28,7 @@ import pytest
 from clap_cli import clap
 
 pytest.importorskip("rclpy")
-# The fixture records, converts and trains a policy (about 4.5 min on an idle 2-core machine); the
+# The fixtures record, convert and train two policies (about 7 min on an idle 2-core machine); the
 # suite-wide 600 s hang guard is too tight for it when other jobs share the CPU.
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(1800)]
 
@@ -34,14 +37,21 @@ SIZE = "64"
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("fit")
+def demo(tmp_path_factory):
+    """One scripted transfer-cube demonstration (seed 0), recorded and converted."""
+    tmp = tmp_path_factory.mktemp("demo")
     clap("sim", "record", "--task", "transfer_cube", "--episodes", "1", "--seed", "0", "--out", str(tmp / "bags"),
          "--image-size", SIZE)
     clap("convert", str(tmp / "bags"), "--out", str(tmp / "ds"))
-    clap("train", "act-vae", "--config", str(CONFIGS / "act_vae.yaml"), "--dataset", str(tmp / "ds"),
+    return tmp / "ds"
+
+
+@pytest.fixture(scope="module")
+def fitted(demo, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fit")
+    clap("train", "act-vae", "--config", str(CONFIGS / "act_vae.yaml"), "--dataset", str(demo),
          "--run-dir", str(tmp / "av"), "--no-progress", "--set", "actions=absolute")
-    clap("train", "rf", "--config", str(CONFIGS / "rf.yaml"), "--dataset", str(tmp / "ds"),
+    clap("train", "rf", "--config", str(CONFIGS / "rf.yaml"), "--dataset", str(demo),
          "--run-dir", str(tmp / "rf"), "--no-progress", "--set", f"act_vae={tmp / 'av/act_vae'}",
          "human_fraction=0", "stage1.steps=1", "stage1.warmup_steps=0", "stage2.steps=2000", "flow.use_state=true",
          "stage2.batch_size=8", "stage2.warmup_steps=50", "stage2.save_every=500", timeout=1500)
@@ -57,6 +67,20 @@ REPLAY = ("--task", "transfer_cube", "--episodes", str(EPISODES), "--repeat-seed
           "--image-size", SIZE, "--no-video", "--executor", "temporal_ensemble", "--replan-every", "1")
 
 
+@pytest.fixture(scope="module")
+def fitted_ntp(demo, tmp_path_factory):
+    # An Act-VAE at 600 steps replays seed 0 through its tokens (3/3, clap_sim.token_replay); the
+    # tiny config's 60 steps do not. NTP at 800 x 8: 5/5 lock-step episodes replayed in NTP mode
+    # (bench/RESULTS.md, "CLAP-NTP that acts"); with decoding cutting the subtask, 0/3.
+    tmp = tmp_path_factory.mktemp("fit_ntp")
+    clap("train", "act-vae", "--config", str(CONFIGS / "act_vae.yaml"), "--dataset", str(demo),
+         "--run-dir", str(tmp / "av"), "--no-progress", "--set", "actions=absolute", "loop.steps=600")
+    clap("train", "ntp", "--config", str(CONFIGS / "ntp.yaml"), "--dataset", str(demo), "--run-dir", str(tmp / "ntp"),
+         "--no-progress", "--set", f"act_vae={tmp / 'av/act_vae'}", "human_fraction=0", "loop.steps=800",
+         "loop.batch_size=8", "loop.warmup_steps=50", "loop.save_every=500", timeout=1500)
+    return tmp / "ntp" / "policy"
+
+
 def _result(out):
     return json.loads((out / "eval.json").read_text())
 
@@ -65,6 +89,12 @@ def test_fitted_policy_replays_its_episode_in_lockstep(fitted, tmp_path):
     clap("sim", "eval", "--lockstep", *REPLAY, "--policy", str(fitted), "--out", str(tmp_path))
     result = _result(tmp_path)
     assert result["successes"] >= NEEDED, result["per_episode"]
+
+
+def test_fitted_ntp_policy_replays_its_episode_in_ntp_mode(fitted_ntp, tmp_path):
+    clap("sim", "eval", "--lockstep", *REPLAY, "--mode", "ntp", "--policy", str(fitted_ntp), "--out", str(tmp_path))
+    result = _result(tmp_path)
+    assert result["mode"] == "ntp" and result["successes"] >= NEEDED, result["per_episode"]
 
 
 def test_fitted_policy_replays_its_episode_through_the_policy_node(fitted, tmp_path):

@@ -101,6 +101,27 @@ def test_constrained_decoding_always_gives_nq_valid_tokens(seed):
     assert len(proc.tokenizer(subtasks[0], add_special_tokens=False).input_ids) <= 6
 
 
+def test_training_cuts_a_long_subtask_where_decoding_does_and_says_so():
+    _, proc, vocab = tiny()
+    codes = torch.zeros(1, NQ, dtype=torch.long)
+    subtask = "move the right gripper above the red cube"
+    cut = 10
+    with pytest.warns(UserWarning, match="max_subtask_tokens = 10 cuts it"):
+        enc = encode_batch(proc, vocab, [frames(1, 10)], ["pick"], [subtask], codes, max_subtask_tokens=cut)
+    target = enc.inputs["input_ids"][0][enc.target_mask[0]].tolist()
+    # the grammar's state after the taught subtask tokens is <|act_start|>: training and decoding agree
+    g = ActionGrammar(proc.tokenizer, vocab, NQ, prompt_len=0, vocab_rows=len(proc.tokenizer), max_subtask_tokens=cut)
+    start = target.index(vocab.start_id)
+    assert start == cut and target[:cut] == list(proc.text_ids(subtask))[:cut]
+    assert g.allowed(target[:start]) == vocab.start_id
+    # a subtask within the limit is kept whole, without a warning
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        enc = encode_batch(proc, vocab, [frames(1, 10)], ["pick"], ["reach"], codes, max_subtask_tokens=cut)
+    assert proc.tokenizer.decode(enc.inputs["input_ids"][0][enc.target_mask[0]]).startswith("reach" + ACT_START)
+
+
 def test_grammar_states():
     model, proc, vocab = tiny()
     g = ActionGrammar(proc.tokenizer, vocab, NQ, prompt_len=0, vocab_rows=len(proc.tokenizer),

@@ -79,6 +79,9 @@ def test_an_untrained_policy_does_not_beat_the_baselines(one_episode, tmp_path):
     acc = report["ntp_token_accuracy_per_position"]
     assert len(acc) == 16 and report["ntp_token_accuracy"] <= report["majority_token_accuracy"], report
     assert "NTP action tokens equal to the recorded chunk's" in (tmp_path / "out" / "offline.md").read_text()
+    # and the subtask text it writes is not the recorded one (random weights)
+    assert report["ntp_subtask_accuracy"] < report["majority_subtask_accuracy"], report
+    assert "NTP subtask text equal to the recorded one" in (tmp_path / "out" / "offline.md").read_text()
 
 
 def test_token_accuracy_counts_per_position_against_the_majority_token():
@@ -89,6 +92,14 @@ def test_token_accuracy_counts_per_position_against_the_majority_token():
     assert acc["majority_token_accuracy_per_position"] == [0.5, 1.0, 1.0]
     assert acc["ntp_token_accuracy"] == pytest.approx(1 / 3)
     assert token_accuracy([], []) == {}
+
+
+def test_subtask_accuracy_is_the_exact_match_rate_beside_the_most_frequent_subtask():
+    from clap_train.eval.offline import subtask_accuracy
+
+    acc = subtask_accuracy(["grasp", "lift", "lift", "hold"], ["grasp", "grasp", "lift", "grasp"])
+    assert acc == {"ntp_subtask_accuracy": 0.5, "majority_subtask_accuracy": 0.75, "majority_subtask": "grasp"}
+    assert subtask_accuracy([], []) == {}
 
 
 def test_a_dataset_that_cannot_be_read_is_named(tmp_path, capsys):

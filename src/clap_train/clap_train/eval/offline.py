@@ -16,7 +16,9 @@ beside two baselines that see no image:
 A policy that has learned something beats both; an untrained one does not. In NTP mode the
 action tokens themselves are scored too: per token position, how often the predicted token is the
 Act-VAE's token of the recorded chunk (``ntp_token_accuracy_per_position``), beside the accuracy
-of always answering that position's most frequent recorded token (``majority_token_accuracy``). The same errors on
+of always answering that position's most frequent recorded token (``majority_token_accuracy``), and the
+decoded subtask text against the recorded one (``ntp_subtask_accuracy``, exact match, beside always answering
+the most frequent recorded subtask; the action tokens follow the subtask the policy wrote). The same errors on
 each episode's first frame alone are reported apart: there the robot is at rest, so only the
 images tell where to go, and a policy that maps the state to the action without looking
 (copycat) shows it there.
@@ -94,6 +96,7 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
     first: dict[str, list[dict[str, float]]] = {m: [] for m in rows}
     norm_mse: dict[str, list[float]] = {m: [] for m in rows}
     tokens: dict[str, list[np.ndarray]] = {"predicted": [], "recorded": []}
+    subtasks: dict[str, list[str]] = {"predicted": [], "recorded": []}
     for i, (state, chunk, pad) in zip(tqdm(frames, desc="offline chunks", disable=not progress), raws):
         preds = {"mean chunk": space.to_robot(mean_model, state),
                  "hold state": np.repeat(state[None], len(chunk), axis=0)}
@@ -104,6 +107,9 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
             if m == "ntp" and out.tokens is not None:
                 tokens["predicted"].append(np.asarray(out.tokens))
                 tokens["recorded"].append(recorded_tokens(policy, true_n))
+                if dataset.subtasks:
+                    subtasks["predicted"].append(out.subtask.strip())
+                    subtasks["recorded"].append(dataset.subtasks[dataset._subtask[i]].strip())
         for name, pred in preds.items():
             # the prediction on the true chunk's Euler branch, so angle differences are small ones
             pred = _match_branch(pred, chunk, space.euler_indices)
@@ -152,6 +158,7 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
                    for m in modes if drift[m]}
     return {
         **token_accuracy(tokens["predicted"], tokens["recorded"]),
+        **subtask_accuracy(subtasks["predicted"], subtasks["recorded"]),
         "frames": len(frames), "episodes": eps, "stride": stride, "representation": space.representation,
         "errors": {name: _mean(r) for name, r in rows.items()},
         "first_frame_errors": {name: _mean(r) for name, r in first.items() if r},
@@ -183,6 +190,16 @@ def token_accuracy(predicted: list[np.ndarray], recorded: list[np.ndarray]) -> d
             "majority_token_accuracy": float(np.mean(majority))}
 
 
+def subtask_accuracy(predicted: list[str], recorded: list[str]) -> dict:
+    """Exact-match rate of the decoded subtasks, and of always answering the most frequent recorded one."""
+    if not predicted:
+        return {}
+    values, counts = np.unique(recorded, return_counts=True)
+    return {"ntp_subtask_accuracy": float(np.mean([p == r for p, r in zip(predicted, recorded)])),
+            "majority_subtask_accuracy": float(counts.max() / len(recorded)),
+            "majority_subtask": str(values[counts.argmax()])}
+
+
 def _match_branch(pred: np.ndarray, true: np.ndarray, euler_indices) -> np.ndarray:
     out = np.array(pred, dtype=np.float64, copy=True)
     idx = list(euler_indices)
@@ -212,6 +229,9 @@ def markdown(report: dict) -> str:
                   "| --- | " + " | ".join("---:" for _ in acc) + " |",
                   "| ntp | " + " | ".join(f"{a:.2f}" for a in acc) + " |",
                   "| majority token | " + " | ".join(f"{a:.2f}" for a in base) + " |"]
+    if "ntp_subtask_accuracy" in report:
+        lines += ["", f"NTP subtask text equal to the recorded one: {report['ntp_subtask_accuracy']:.3f} "
+                  f"(always '{report['majority_subtask']}': {report['majority_subtask_accuracy']:.3f})"]
     comp = report["compounding_position_drift_mm"]
     if comp:
         secs = list(next(iter(comp.values())))

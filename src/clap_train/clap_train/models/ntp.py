@@ -11,6 +11,10 @@ r"""CLAP-NTP (Alg. 3): Qwen3-VL predicts [subtask text, Nq action tokens] from i
   ``generate``): subtask text (no special or action tokens) until ``<|act_start|>`` or
   ``max_subtask_tokens``, then exactly Nq action tokens, then ``<|act_end|>``, ``<|im_end|>``.
   Every decode therefore yields exactly Nq valid codebook indices, even from random weights.
+  Training cuts each subtask at the same ``max_subtask_tokens`` (``target_ids``), so the decoder is
+  never asked to continue a sequence it was not taught: a subtask cut only at decoding left the
+  action tokens conditioned on a text the model never saw, and a policy fitted to one
+  demonstration decoded the right subtask in 17 % of its own frames (bench/RESULTS.md).
 
 The grammar is ours because no maintained library constrains HF generation to this token
 grammar without extra dependencies (outlines / xgrammar need a JSON/regex front end and a
@@ -20,6 +24,7 @@ tokenizer build this project cannot download).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -92,9 +97,18 @@ def prompt_ids(processor: VLMProcessor, instruction: str, image_counts: Sequence
     return processor.expand_image_tokens(processor.text_ids(text), image_counts)
 
 
-def target_ids(processor: VLMProcessor, vocab: ActionVocab, subtask: str, codes: torch.Tensor | None) -> list[int]:
-    """[subtask text, <|act_start|>, Nq action tokens, <|act_end|>, <|im_end|>] (no actions when codes is None)."""
+def target_ids(processor: VLMProcessor, vocab: ActionVocab, subtask: str, codes: torch.Tensor | None,
+               max_subtask_tokens: int | None = None) -> list[int]:
+    """[subtask text, <|act_start|>, Nq action tokens, <|act_end|>, <|im_end|>] (no actions when codes is None).
+
+    The subtask is cut at ``max_subtask_tokens``, where ``ActionGrammar`` forces ``<|act_start|>``
+    (with a warning, once per subtask: raise the config's ``max_subtask_tokens`` to keep it whole).
+    """
     ids = list(processor.text_ids(subtask)) if subtask else []
+    if max_subtask_tokens is not None and len(ids) > max_subtask_tokens:
+        warnings.warn(f"subtask {subtask!r} is {len(ids)} tokens; max_subtask_tokens = {max_subtask_tokens} cuts it "
+                      "in training as in decoding (raise max_subtask_tokens to keep it whole)", stacklevel=2)
+        ids = ids[:max_subtask_tokens]
     if codes is not None:
         ids += [vocab.start_id] + vocab.ids[codes.long().cpu()].tolist() + [vocab.end_id]
     return ids + [vocab.im_end_id]
@@ -145,8 +159,12 @@ def encode_batch(
     subtasks: Sequence[str] | None = None,
     codes: torch.Tensor | None = None,
     has_codes: Sequence[bool] | None = None,
+    max_subtask_tokens: int | None = None,
 ) -> EncodedBatch:
-    """Tokenise a batch. ``images[b]`` are sample b's frames in camera order; ``codes`` [B, Nq]."""
+    """Tokenise a batch. ``images[b]`` are sample b's frames in camera order; ``codes`` [B, Nq].
+
+    ``max_subtask_tokens``: where subtasks are cut (the decoder's limit; ``target_ids``).
+    """
     b = len(instructions)
     if len(images) != b:
         raise ValueError(f"encode_batch: {len(images)} image lists for {b} instructions")
@@ -165,7 +183,7 @@ def encode_batch(
         t: list[int] = []
         if subtasks is not None:
             use = codes is not None and (has_codes is None or bool(has_codes[i]))
-            t = target_ids(processor, vocab, subtasks[i], codes[i] if use else None)
+            t = target_ids(processor, vocab, subtasks[i], codes[i] if use else None, max_subtask_tokens)
         ids = p + t
         rows.append(ids)
         tmask.append([False] * len(p) + [True] * len(t))
@@ -324,7 +342,8 @@ def batch_codes(act_vae, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.
     return codes, has
 
 
-def ntp_loss_fn(processor: VLMProcessor, vocab: ActionVocab, act_vae, wrist_dropout: float):
+def ntp_loss_fn(processor: VLMProcessor, vocab: ActionVocab, act_vae, wrist_dropout: float,
+                max_subtask_tokens: int | None = None):
     """The NTP objective as a loss for the shared loop: cross-entropy on [subtask, action tokens] targets.
 
     The model (``Backbone``) is called with ``select``: its LM head runs on the target positions only.
@@ -337,7 +356,7 @@ def ntp_loss_fn(processor: VLMProcessor, vocab: ActionVocab, act_vae, wrist_drop
     def loss_fn(model: torch.nn.Module, batch: Mapping[str, Any], step: int):
         codes, has = batch_codes(act_vae, batch)
         enc = encode_batch(processor, vocab, batch_images(batch, wrist_dropout), batch["instruction"],
-                           batch["subtask"], codes.cpu(), has.tolist()).to(batch["action"].device)
+                           batch["subtask"], codes.cpu(), has.tolist(), max_subtask_tokens).to(batch["action"].device)
         inputs = enc.causal_inputs()
         inputs["position_ids"] = positions(unwrap(model).vlm, enc.inputs)
         logits = model(select=enc.predicting(enc.target_mask), **inputs)

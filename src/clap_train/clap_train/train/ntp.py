@@ -80,7 +80,7 @@ def train(job: Prepared, options: RunOptions) -> int:
     cfg, act_vae = job.cfg, job.act_vae
     vlm, processor, vocab = load_backbone(cfg.vlm, cfg.init, act_vae.config.codebook_size)
     stage = Stage(name="ntp", model=Backbone(vlm), dataset=job.dataset, collate_fn=collate_samples,
-                  loss_fn=ntp_loss_fn(processor, vocab, act_vae, cfg.wrist_dropout))
+                  loss_fn=ntp_loss_fn(processor, vocab, act_vae, cfg.wrist_dropout, cfg.max_subtask_tokens))
     result = run_loop(stage, cfg.loop, options.run_dir, resume=options.resume, progress=options.progress,
                       stop_after=options.stop_after)
     if result.final_step >= cfg.loop.steps and is_main_process():

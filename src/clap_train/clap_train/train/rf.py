@@ -140,7 +140,8 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
         if miss:
             sub = enc if len(miss) == len(keys) else encode_batch(
                 processor, vocab, [frames[b] for b in miss], [batch["instruction"][b] for b in miss],
-                [batch["subtask"][b] for b in miss], codes[miss].cpu(), [bool(has[b]) for b in miss]).to(dev)
+                [batch["subtask"][b] for b in miss], codes[miss].cpu(), [bool(has[b]) for b in miss],
+                cfg.max_subtask_tokens).to(dev)
             fresh = reference_pass(sub, inputs if sub is enc else pass_inputs(sub))
             for b, part in zip(miss, fresh.split(sub.action_mask[:, 1:].sum(1).tolist())):
                 found[b] = part
@@ -156,7 +157,7 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
             kept = kept_cameras(batch, cfg.wrist_dropout)
             frames = batch_images(batch, kept=kept)
             enc = encode_batch(processor, vocab, frames, batch["instruction"], batch["subtask"], codes.cpu(),
-                               has.tolist()).to(dev)
+                               has.tolist(), cfg.max_subtask_tokens).to(dev)
         keep = torch.rand(batch["state"].shape[0], device=dev) >= cfg.state_dropout
         state = batch["state"]
         if cfg.state_noise > 0:  # the state says roughly where the arms are; the images must say exactly
@@ -227,7 +228,7 @@ def train(job: Prepared, options: RunOptions) -> int:
     # Stage 1: NTP adaptation on robot + human tokens -> the frozen reference.
     stop1 = None if options.stop_after is None else min(options.stop_after, cfg.stage1.steps)
     s1 = Stage(name="rf_stage1", model=Backbone(vlm), dataset=job.dataset, collate_fn=collate_samples,
-               loss_fn=ntp_loss_fn(processor, vocab, act_vae, cfg.wrist_dropout))
+               loss_fn=ntp_loss_fn(processor, vocab, act_vae, cfg.wrist_dropout, cfg.max_subtask_tokens))
     r1 = run_loop(s1, cfg.stage1, run_dir / "stage1", resume=options.resume, progress=progress, stop_after=stop1)
     if r1.final_step < cfg.stage1.steps:
         print(f"rf: stopped in stage 1 at step {r1.final_step}")
