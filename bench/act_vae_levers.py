@@ -2,7 +2,8 @@
 
 Every run starts from the best known recipe (per arm, relative actions, Nq 16, K 1024) and changes
 one thing: the authors' low-pass on the training chunks, position weighting in the loss, K, the
-model's size, per arm vs joint, relative vs absolute. Two tiers: ``small`` (d_model 64, 1+1
+model's size (``d128``: the large tier's shape at this tier's budget), per arm vs joint, relative vs
+absolute; ``pw4_k4096`` then combines the two levers the small tier kept. Two tiers: ``small`` (d_model 64, 1+1
 layers, batch 64, 2500 steps: a few CPU minutes a run, the Table V sweep's size) and ``large``
 (d_model 128, 2+2 layers, batch 128, 4000 steps: the 36.1 dB run of bench/RESULTS.md, ~71 CPU
 minutes). Each run uses one thread (``nice -n 19`` when run by hand); ``--lanes 2`` runs two at a
@@ -15,7 +16,8 @@ time. A finished run is reused, a stopped one resumes from its last checkpoint.
 Beside the errors, each run's Act-VAE is judged by what CLAP-NTP needs of it: the scripted plans of
 ``--replay`` held-out seeds per task (from 10,000, the held-out block of act_vae_sim_psnr) replayed
 in lock-step through its tokens (``clap_sim.token_replay``: NTP mode with every token right,
-temporal ensembling, the node's control path). Kept in the run's replay.json.
+temporal ensembling, the node's control path), each chunk encoded at the plan's previous command,
+the state these Act-VAEs were trained with (``state="plan"``). Kept in the run's replay.json.
 
 Writes bench/results/act_vae_levers.json (every finished run: held-out dB against the learned
 target and against the raw chunk, the robot-unit errors against the raw chunk, CPU minutes, the
@@ -54,6 +56,8 @@ LEVERS = {
     "k4096": ("K 4096", ["--k", "4096"]),
     "joint": ("joint 14-D instead of per arm", ["--arms", "1"]),
     "abs": ("absolute instead of relative", ["--actions", "absolute"]),
+    "d128": ("model size: d_model 128, 2 + 2 layers", ["--d-model", "128", "--layers", "2"]),
+    "pw4_k4096": ("the kept levers together: position weight 4 and K 4096", ["--position-weight", "4", "--k", "4096"]),
 }
 
 
@@ -98,7 +102,7 @@ def replay(tier: str, name: str, episodes: int, through_tokens: bool = True) -> 
     for task in REPLAY_TASKS:
         if len(done.get(task, [])) < episodes:
             seeds = list(range(REPLAY_SEED, REPLAY_SEED + episodes))
-            done[task] = token_replay(export, TASKS[task](), seeds, through_tokens=through_tokens)
+            done[task] = token_replay(export, TASKS[task](), seeds, through_tokens=through_tokens, state="plan")
             cache.write_text(json.dumps(done, indent=1) + "\n")
     return {task: runs[:episodes] for task, runs in done.items()}
 

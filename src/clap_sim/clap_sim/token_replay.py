@@ -8,6 +8,12 @@ plan from the current step on, encoded to tokens at the measured state and decod
 temporal ensembling with a chunk every tick, as NTP mode is evaluated). With ``through_tokens``
 False the raw plan is replayed the same way: the control, which the scripted demonstrator's own
 success bounds.
+
+A relative Act-VAE encodes a chunk at a state. ``state="measured"`` uses the measured pose, as
+the policy node gives it (an Act-VAE trained on recorded datasets, whose state is the measured
+one); ``state="plan"`` uses the plan's previous command, the state bench/act_vae_sim_psnr.py trains
+with. They differ by the arm's tracking lag (15 mm on average on transfer cube, up to 34 mm), which
+is outside what a plan-trained relative Act-VAE has seen.
 """
 
 from __future__ import annotations
@@ -35,13 +41,16 @@ class _Answer:
 class TokenReplay:
     """The plan's chunk from the scene's current step, through the Act-VAE at ``act_vae_dir`` (or raw)."""
 
-    def __init__(self, act_vae_dir: str | pathlib.Path, scene: BimanualScene, through_tokens: bool = True):
+    def __init__(self, act_vae_dir: str | pathlib.Path, scene: BimanualScene, through_tokens: bool = True,
+                 state: str = "measured"):
+        if state not in ("measured", "plan"):
+            raise ValueError(f"state must be 'measured' or 'plan', got {state!r}")
         act_vae_dir = pathlib.Path(act_vae_dir)
         self.model = ActVAE.from_pretrained(act_vae_dir).eval()
         # An Act-VAE export keeps its action space beside it; a policy directory, above its act_vae/.
         where = act_vae_dir if (act_vae_dir / "action_space.json").is_file() else act_vae_dir.parent
         self.space = ActionSpace.load(where, DEFAULT_LAYOUT.euler_indices)
-        self.scene, self.through_tokens = scene, through_tokens
+        self.scene, self.through_tokens, self.state = scene, through_tokens, state
         self.chunk_len = self.model.config.chunk_len
         self.action_dim = self.model.config.action_dim
         self.plan: np.ndarray | None = None
@@ -64,16 +73,18 @@ class TokenReplay:
 
     def predict(self, images, instruction, state, mode="ntp", **_ignored) -> _Answer:
         step = int(round(self.scene.time * self.scene.rate_hz))
+        if self.state == "plan":
+            state = self.plan[max(step - 1, 0)]
         return _Answer(self.chunk_at(step, np.asarray(state, dtype=np.float64)))
 
 
 def token_replay(act_vae_dir: str | pathlib.Path, task: Task, seeds: list[int], *, through_tokens: bool = True,
-                 image_size: int = 16) -> list[dict]:
+                 state: str = "measured", image_size: int = 16) -> list[dict]:
     """Lock-step replay of each seed's plan through the tokens; one {seed, success, max_reward} per seed."""
     scene = task.make_scene(image_size=image_size)
     out = []
     try:
-        oracle = TokenReplay(act_vae_dir, scene, through_tokens)
+        oracle = TokenReplay(act_vae_dir, scene, through_tokens, state)
         for seed in seeds:
             oracle.begin(task, seed)
             r = rollout(oracle, task, scene, seed, mode="ntp", executor="temporal_ensemble", replan_every=1)

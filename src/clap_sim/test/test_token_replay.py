@@ -41,6 +41,8 @@ def test_a_chunk_is_the_plan_from_the_scene_step_on_held_after_its_end(random_ac
     scene = task.make_scene(image_size=16)
     try:
         raw = TokenReplay(random_act_vae, scene, through_tokens=False)
+        with pytest.raises(ValueError, match="measured' or 'plan'"):
+            TokenReplay(random_act_vae, scene, state="commanded")
         with pytest.raises(RuntimeError, match="begin"):
             raw.chunk_at(0, np.zeros(14))
         raw.begin(task, 5)
