@@ -12,8 +12,8 @@ success bounds.
 A relative Act-VAE encodes a chunk at a state. ``state="measured"`` uses the measured pose, as
 the policy node gives it (an Act-VAE trained on recorded datasets, whose state is the measured
 one); ``state="plan"`` uses the plan's previous command, the state bench/act_vae_sim_psnr.py trains
-with. They differ by the arm's tracking lag (15 mm on average on transfer cube, up to 34 mm), which
-is outside what a plan-trained relative Act-VAE has seen.
+with. They differ by the arm's tracking lag (15 mm on average, up to 34 mm, on a held-out
+transfer-cube episode), which is outside what a plan-trained relative Act-VAE has seen.
 """
 
 from __future__ import annotations
