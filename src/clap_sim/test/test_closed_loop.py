@@ -92,9 +92,14 @@ def test_fitted_policy_replays_its_episode_in_lockstep(fitted, tmp_path):
 
 
 def test_fitted_ntp_policy_replays_its_episode_in_ntp_mode(fitted_ntp, tmp_path):
-    clap("sim", "eval", "--lockstep", *REPLAY, "--mode", "ntp", "--policy", str(fitted_ntp), "--out", str(tmp_path))
+    # NTP decodes greedily, so only MuJoCo's reset noise differs between episodes (8 of 8 measured
+    # replays succeeded, at the same step); 3 episodes, 2 asked, keep the decoding cost (~36 s an
+    # episode) down.
+    replay = list(REPLAY)
+    replay[replay.index("--episodes") + 1] = "3"
+    clap("sim", "eval", "--lockstep", *replay, "--mode", "ntp", "--policy", str(fitted_ntp), "--out", str(tmp_path))
     result = _result(tmp_path)
-    assert result["mode"] == "ntp" and result["successes"] >= NEEDED, result["per_episode"]
+    assert result["mode"] == "ntp" and result["episodes"] == 3 and result["successes"] >= 2, result["per_episode"]
 
 
 def test_fitted_policy_replays_its_episode_through_the_policy_node(fitted, tmp_path):
