@@ -28,7 +28,7 @@ import pytest
 from clap_cli import clap
 
 pytest.importorskip("rclpy")
-# The fixtures record, convert and train two policies (about 7 min on an idle 2-core machine); the
+# The fixtures record, convert and train two policies (about 10 min on an idle 2-core machine); the
 # suite-wide 600 s hang guard is too tight for it when other jobs share the CPU.
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(1800)]
 
