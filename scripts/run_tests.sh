@@ -14,4 +14,4 @@ python -c 'import rclpy, clap_msgs.msg, clap_train' || {
 named=0
 for arg in "$@"; do [[ "$arg" != -* && -e "${arg%%::*}" ]] && named=1; done
 (( named )) || set -- "$@" src test
-exec python -m pytest -p no:cacheprovider --import-mode=importlib -ra --timeout=600 "$@"
+exec python -m pytest -p no:cacheprovider --import-mode=importlib -ra --durations=15 --timeout=600 "$@"

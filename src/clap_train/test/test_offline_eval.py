@@ -100,6 +100,11 @@ def test_subtask_accuracy_is_the_exact_match_rate_beside_the_most_frequent_subta
     acc = subtask_accuracy(["grasp", "lift", "lift", "hold"], ["grasp", "grasp", "lift", "grasp"])
     assert acc == {"ntp_subtask_accuracy": 0.5, "majority_subtask_accuracy": 0.75, "majority_subtask": "grasp"}
     assert subtask_accuracy([], []) == {}
+    # first frames apart: only the images and the instruction say which subtask opens an episode
+    acc = subtask_accuracy(["grasp", "lift", "lift", "hold"], ["grasp", "grasp", "lift", "grasp"],
+                           [True, False, False, True])
+    assert acc["ntp_first_frame_subtask_accuracy"] == 0.5
+    assert acc["first_frame_subtasks"] == [["grasp", "grasp"], ["hold", "grasp"]]
 
 
 def test_a_dataset_that_cannot_be_read_is_named(tmp_path, capsys):

@@ -96,7 +96,7 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
     first: dict[str, list[dict[str, float]]] = {m: [] for m in rows}
     norm_mse: dict[str, list[float]] = {m: [] for m in rows}
     tokens: dict[str, list[np.ndarray]] = {"predicted": [], "recorded": []}
-    subtasks: dict[str, list[str]] = {"predicted": [], "recorded": []}
+    subtasks: dict[str, list] = {"predicted": [], "recorded": [], "first": []}
     for i, (state, chunk, pad) in zip(tqdm(frames, desc="offline chunks", disable=not progress), raws):
         preds = {"mean chunk": space.to_robot(mean_model, state),
                  "hold state": np.repeat(state[None], len(chunk), axis=0)}
@@ -110,6 +110,7 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
                 if dataset.subtasks:
                     subtasks["predicted"].append(out.subtask.strip())
                     subtasks["recorded"].append(dataset.subtasks[dataset._subtask[i]].strip())
+                    subtasks["first"].append(int(dataset._frame[i]) == 0)
         for name, pred in preds.items():
             # the prediction on the true chunk's Euler branch, so angle differences are small ones
             pred = _match_branch(pred, chunk, space.euler_indices)
@@ -158,7 +159,7 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
                    for m in modes if drift[m]}
     return {
         **token_accuracy(tokens["predicted"], tokens["recorded"]),
-        **subtask_accuracy(subtasks["predicted"], subtasks["recorded"]),
+        **subtask_accuracy(subtasks["predicted"], subtasks["recorded"], subtasks["first"]),
         "frames": len(frames), "episodes": eps, "stride": stride, "representation": space.representation,
         "errors": {name: _mean(r) for name, r in rows.items()},
         "first_frame_errors": {name: _mean(r) for name, r in first.items() if r},
@@ -190,14 +191,24 @@ def token_accuracy(predicted: list[np.ndarray], recorded: list[np.ndarray]) -> d
             "majority_token_accuracy": float(np.mean(majority))}
 
 
-def subtask_accuracy(predicted: list[str], recorded: list[str]) -> dict:
-    """Exact-match rate of the decoded subtasks, and of always answering the most frequent recorded one."""
+def subtask_accuracy(predicted: list[str], recorded: list[str], first: list[bool] | None = None) -> dict:
+    """Exact-match rate of the decoded subtasks, and of always answering the most frequent recorded one.
+
+    ``first`` marks the episodes' first frames: there only the images and the instruction say which
+    subtask comes (in coloured cubes, which arm goes to which cube), so their rate is reported apart,
+    with each (predicted, recorded) pair.
+    """
     if not predicted:
         return {}
     values, counts = np.unique(recorded, return_counts=True)
-    return {"ntp_subtask_accuracy": float(np.mean([p == r for p, r in zip(predicted, recorded)])),
-            "majority_subtask_accuracy": float(counts.max() / len(recorded)),
-            "majority_subtask": str(values[counts.argmax()])}
+    out = {"ntp_subtask_accuracy": float(np.mean([p == r for p, r in zip(predicted, recorded)])),
+           "majority_subtask_accuracy": float(counts.max() / len(recorded)),
+           "majority_subtask": str(values[counts.argmax()])}
+    pairs = [(p, r) for p, r, f in zip(predicted, recorded, first or []) if f]
+    if pairs:
+        out["ntp_first_frame_subtask_accuracy"] = float(np.mean([p == r for p, r in pairs]))
+        out["first_frame_subtasks"] = [list(pair) for pair in pairs]
+    return out
 
 
 def _match_branch(pred: np.ndarray, true: np.ndarray, euler_indices) -> np.ndarray:
@@ -232,6 +243,8 @@ def markdown(report: dict) -> str:
     if "ntp_subtask_accuracy" in report:
         lines += ["", f"NTP subtask text equal to the recorded one: {report['ntp_subtask_accuracy']:.3f} "
                   f"(always '{report['majority_subtask']}': {report['majority_subtask_accuracy']:.3f})"]
+        if "ntp_first_frame_subtask_accuracy" in report:
+            lines += [f"On the episodes' first frames: {report['ntp_first_frame_subtask_accuracy']:.3f}"]
     comp = report["compounding_position_drift_mm"]
     if comp:
         secs = list(next(iter(comp.values())))
