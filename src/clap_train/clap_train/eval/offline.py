@@ -101,6 +101,7 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
         preds = {"mean chunk": space.to_robot(mean_model, state),
                  "hold state": np.repeat(state[None], len(chunk), axis=0)}
         true_n = space.encode(chunk, state)
+        is_first = int(dataset._frame[i]) == 0
         for m in modes:
             out = policy.predict(observation(i), instr[i], state, mode=m, seed=i)
             preds[m] = np.asarray(out.actions, dtype=np.float64)
@@ -110,12 +111,12 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
                 if dataset.subtasks:
                     subtasks["predicted"].append(out.subtask.strip())
                     subtasks["recorded"].append(dataset.subtasks[dataset._subtask[i]].strip())
-                    subtasks["first"].append(int(dataset._frame[i]) == 0)
+                    subtasks["first"].append(is_first)
         for name, pred in preds.items():
             # the prediction on the true chunk's Euler branch, so angle differences are small ones
             pred = _match_branch(pred, chunk, space.euler_indices)
             rows[name].append(group_errors(pred, chunk, pad, layout))
-            if int(dataset._frame[i]) == 0:
+            if is_first:
                 first[name].append(rows[name][-1])
             err = (space.encode(pred, state) - true_n)[~pad]
             norm_mse[name].append(float(np.mean(err ** 2)))
