@@ -343,10 +343,12 @@ def batch_codes(act_vae, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.
 
 
 def ntp_loss_fn(processor: VLMProcessor, vocab: ActionVocab, act_vae, wrist_dropout: float,
-                max_subtask_tokens: int | None = None):
+                max_subtask_tokens: int | None = None, vision_aux: float = 0.0):
     """The NTP objective as a loss for the shared loop: cross-entropy on [subtask, action tokens] targets.
 
     The model (``Backbone``) is called with ``select``: its LM head runs on the target positions only.
+    ``vision_aux`` > 0 adds that weight times the colour-saliency loss of the model's ``aux`` head
+    (``clap_train.models.vision_aux``).
     """
     from clap_train.models.vlm import MRopePositions
     from clap_train.train.loop import unwrap
@@ -355,7 +357,8 @@ def ntp_loss_fn(processor: VLMProcessor, vocab: ActionVocab, act_vae, wrist_drop
 
     def loss_fn(model: torch.nn.Module, batch: Mapping[str, Any], step: int):
         codes, has = batch_codes(act_vae, batch)
-        enc = encode_batch(processor, vocab, batch_images(batch, wrist_dropout), batch["instruction"],
+        frames = batch_images(batch, wrist_dropout)
+        enc = encode_batch(processor, vocab, frames, batch["instruction"],
                            batch["subtask"], codes.cpu(), has.tolist(), max_subtask_tokens).to(batch["action"].device)
         inputs = enc.causal_inputs()
         inputs["position_ids"] = positions(unwrap(model).vlm, enc.inputs)
@@ -365,6 +368,11 @@ def ntp_loss_fn(processor: VLMProcessor, vocab: ActionVocab, act_vae, wrist_drop
             is_action = enc.action_mask[:, 1:][enc.target_mask[:, 1:]]  # among the target positions
             hit = logits[is_action].argmax(-1) == enc.inputs["input_ids"][:, 1:][enc.action_mask[:, 1:]]
             acc = float(hit.float().mean()) if hit.numel() else 0.0
-        return loss, {"action_token_acc": acc}
+        metrics = {"action_token_acc": acc}
+        if vision_aux > 0:
+            aux = unwrap(model).aux.loss(frames)
+            loss = loss + vision_aux * aux
+            metrics["vision_aux_loss"] = float(aux.detach())
+        return loss, metrics
 
     return loss_fn

@@ -21,9 +21,10 @@ from clap_train.models.vlm import VLMConfig, VLMProcessor, build_vlm, load_qwen3
 class Backbone(torch.nn.Module):
     """The trainable Qwen3-VL (a module so the shared loop checkpoints exactly its weights)."""
 
-    def __init__(self, vlm):
+    def __init__(self, vlm, aux: torch.nn.Module | None = None):
         super().__init__()
         self.vlm = vlm
+        self.aux = aux  # a training-only head (``VisionAux``); not exported with the policy
 
     def forward(self, select: torch.Tensor | None = None, **inputs):
         """The model's output, or with ``select`` [B, T] only the logits [N, V] at those positions."""

@@ -28,6 +28,7 @@ from clap_train.data.samples.sources import DataKeys, Sources, open_mixed
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.ntp import ntp_loss_fn
 from clap_train.models.pretrained import Backbone, load_act_vae, load_backbone
+from clap_train.models.vision_aux import VisionAux
 from clap_train.models.vlm import VLMConfig
 from clap_train.train.loop import LoopConfig, Stage, is_main_process, run_loop
 from clap_train.train.runner import RunOptions, StageSpec
@@ -47,8 +48,12 @@ class NTPTrainConfig(DataKeys):
     human_fraction: float = 0.0  # share of human samples in a batch when human data is given
     max_subtask_tokens: int = 32
     rate_hz: float = 30.0
+    # weight of the label-free colour-saliency target on the merged vision tokens (models/vision_aux.py); 0: off
+    vision_aux: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.vision_aux < 0:
+            raise ValueError(f"vision_aux must be >= 0, got {self.vision_aux}")
         if not 0.0 <= self.wrist_dropout < 1.0:
             raise ValueError(f"wrist_dropout must be in [0, 1), got {self.wrist_dropout}")
         if not 0.0 <= self.human_fraction < 1.0:
@@ -79,8 +84,10 @@ def train(job: Prepared, options: RunOptions) -> int:
 
     cfg, act_vae = job.cfg, job.act_vae
     vlm, processor, vocab = load_backbone(cfg.vlm, cfg.init, act_vae.config.codebook_size)
-    stage = Stage(name="ntp", model=Backbone(vlm), dataset=job.dataset, collate_fn=collate_samples,
-                  loss_fn=ntp_loss_fn(processor, vocab, act_vae, cfg.wrist_dropout, cfg.max_subtask_tokens))
+    aux = VisionAux(vlm) if cfg.vision_aux > 0 else None
+    stage = Stage(name="ntp", model=Backbone(vlm, aux), dataset=job.dataset, collate_fn=collate_samples,
+                  loss_fn=ntp_loss_fn(processor, vocab, act_vae, cfg.wrist_dropout, cfg.max_subtask_tokens,
+                                      cfg.vision_aux))
     result = run_loop(stage, cfg.loop, options.run_dir, resume=options.resume, progress=options.progress,
                       stop_after=options.stop_after)
     if result.final_step >= cfg.loop.steps and is_main_process():

@@ -1,0 +1,165 @@
+"""Issues 21 and 22: whether the tiny Qwen3-VL can learn coloured cubes' colour -> side binding at all.
+
+The probe strips the question to its core: coloured-cubes first frames (head + both wrists, rendered
+at rest, no physics rollout), the instruction ("pick up the red cube"), and as the only target the
+first subtask ("move the right gripper above the red cube"). Nothing in a first frame moves, so
+the arm can only come from the images and the colour word. Scored on held-out scenes by the
+teacher-forced choice between the arm word's first bytes ("r" / "l"; the tokenizer is byte-level).
+
+    python bench/binding_probe.py --runs plain:0 aux:0 plain:1 aux:1 plain:2 aux:2
+
+A run is ``NAME:SEED`` with NAME one of ``RUNS`` (``plain``: the language loss alone; ``aux``: plus
+the colour-saliency target on the merged vision tokens, models/vision_aux.py). Renders are cached
+in bench/out/binding_probe; results go to bench/results/binding_probe.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import time
+
+import numpy as np
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out" / "binding_probe"
+RESULTS = ROOT / "bench" / "results" / "binding_probe.json"
+CAMERAS = ("head", "left_wrist", "right_wrist")
+RUNS = {  # name -> (vision_aux weight, image size, patch size)
+    "plain": (0.0, 64, 16),
+    "aux": (16.0, 64, 16),
+    "plain128": (0.0, 128, 16),
+    "plain_p8": (0.0, 64, 8),
+}
+
+
+def render(first: int, count: int, size: int) -> dict[str, np.ndarray]:
+    """First frames of coloured_cubes seeds [first, first + count) at ``size`` px (cached)."""
+    path = OUT / f"cc_{first}_{count}_{size}.npz"
+    if not path.is_file():
+        from clap_sim.tasks import TASKS
+        from clap_train.data.images import resize_rgb
+
+        task = TASKS["coloured_cubes"]()
+        scene = task.make_scene(image_size=224)
+        images, instructions, subtasks = [], [], []
+        try:
+            for seed in range(first, first + count):
+                spec = task.reset(scene, seed)
+                frames = scene.render_all()
+                images.append(np.stack([resize_rgb(frames[c], size, size) for c in CAMERAS]))
+                instructions.append(spec.instruction)
+                # the scripted demonstrator's first subtask (clap_sim.scripted)
+                subtasks.append(f"move the {spec.extra['arm']} gripper above the {spec.extra['target']} cube")
+        finally:
+            scene.close()
+        OUT.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, images=np.stack(images), instruction=np.array(instructions),
+                            subtask=np.array(subtasks))
+    d = np.load(path)
+    return {k: d[k] for k in ("images", "instruction", "subtask")}
+
+
+def probe(name: str, seed: int, steps: int, train_n: int, batch: int, wrist_dropout: float = 0.3) -> dict:
+    """Train one run and score the arm word every 250 steps."""
+    from clap_train.models.ntp import encode_batch, target_loss
+    from clap_train.models.pretrained import Backbone, load_backbone
+    from clap_train.models.vision_aux import VisionAux
+    from clap_train.models.vlm import MRopePositions, VLMConfig
+
+    weight, size, patch = RUNS[name]
+    train = render(20_000, train_n, size)
+    tests = {"heldout": render(30_000, 300, size), "train": {k: v[:300] for k, v in train.items()}}
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    # the closed_loop configs' tiny shape
+    cfg = VLMConfig(hidden_size=64, layers=2, intermediate_size=128, vision_hidden=32, vision_heads=2,
+                    image_size=size, patch_size=patch, seed=seed)
+    vlm, processor, vocab = load_backbone(cfg, None, 1024)
+    model = Backbone(vlm, VisionAux(vlm) if weight > 0 else None).train()
+    positions = MRopePositions()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    arm_at = len(processor.text_ids("move the "))
+    right, left = processor.text_ids("r")[0], processor.text_ids("l")[0]
+
+    def frames(images, drop):
+        return [[per[c] for c in range(3) if c == 0 or not drop or rng.random() >= wrist_dropout] for per in images]
+
+    def forward(images, instructions, subtasks, fr):
+        enc = encode_batch(processor, vocab, fr, list(instructions), list(subtasks), None)
+        inputs = enc.causal_inputs()
+        inputs["position_ids"] = positions(vlm, enc.inputs)
+        return enc, model(select=enc.predicting(enc.target_mask), **inputs)
+
+    @torch.no_grad()
+    def score(d) -> int:
+        model.eval()
+        hits = 0
+        for i in range(0, len(d["subtask"]), 64):
+            sl = slice(i, i + 64)
+            fr = frames(d["images"][sl], False)
+            enc, logits = forward(d["images"][sl], d["instruction"][sl], d["subtask"][sl], fr)
+            labels = enc.inputs["input_ids"][:, 1:][enc.target_mask[:, 1:]]
+            counts = enc.target_mask[:, 1:].sum(1)
+            at = torch.cumsum(counts, 0) - counts + arm_at  # each row's arm byte among the scored positions
+            if not bool(((labels[at] == right) | (labels[at] == left)).all()):
+                raise RuntimeError("binding_probe: the arm byte is not where the subtask format puts it")
+            hits += int(((logits[at, right] > logits[at, left]) == (labels[at] == right)).sum())
+        model.train()
+        return hits
+
+    curve, t0 = [], time.monotonic()
+    for step in range(steps):
+        scale = min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        for g in opt.param_groups:
+            g["lr"] = 1e-3 * scale
+        idx = rng.integers(0, len(train["subtask"]), batch)
+        fr = frames(train["images"][idx], True)
+        enc, logits = forward(train["images"][idx], train["instruction"][idx], train["subtask"][idx], fr)
+        loss = target_loss(logits, enc)
+        if weight > 0:
+            loss = loss + weight * model.aux.loss(fr)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if (step + 1) % 250 == 0 or step + 1 == steps:
+            row = {"step": step + 1, "samples": (step + 1) * batch, "loss": round(loss.item(), 4),
+                   **{k: score(d) for k, d in tests.items()}, "s": round(time.monotonic() - t0)}
+            curve.append(row)
+            print(name, seed, row, flush=True)
+    right_share = float(np.mean(["right" in s for s in tests["heldout"]["subtask"]]))
+    return {"run": name, "seed": seed, "vision_aux": weight, "image_size": size, "patch_size": patch,
+            "train_scenes": train_n, "batch": batch, "steps": steps, "heldout_scenes": 300,
+            "heldout_right_share": right_share, "final_heldout": curve[-1]["heldout"], "curve": curve}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", nargs="+", default=["plain:0", "aux:0"], help="NAME:SEED, NAME in " + ", ".join(RUNS))
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--train-scenes", type=int, default=4000)
+    p.add_argument("--results", type=pathlib.Path, default=RESULTS)
+    args = p.parse_args(argv)
+    done = json.loads(args.results.read_text())["runs"] if args.results.is_file() else []
+    for spec in args.runs:
+        name, _, seed = spec.partition(":")
+        if name not in RUNS:
+            p.error(f"unknown run {name!r}; choose from {', '.join(RUNS)}")
+        row = probe(name, int(seed or 0), args.steps, args.train_scenes, args.batch)
+        done = [r for r in done if (r["run"], r["seed"]) != (row["run"], row["seed"])] + [row]
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                            "runs": done}, indent=1) + "\n")
+    for r in done:
+        print(f"{r['run']:>10} seed {r['seed']}: held-out arm word {r['final_heldout']}/300 "
+              f"(always 'right': {round(300 * r['heldout_right_share'])}/300)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""A dense, label-free target on Qwen3-VL's merged vision tokens: how much colour each region holds.
+
+Why it exists (bench/RESULTS.md, "Where the colour -> side binding fails"): in the 64 px head
+camera a coloured cube is 1-2 pixels of a 32 x 32 region that one merged vision token stands for.
+Qwen3-VL's patch embedding is linear, so the cube moves a token's features by about a percent; a
+random tiny backbone trained only through the language loss sat at the prior on "which arm goes
+to the red cube" (149/300 held out after 48k samples, at 64 and 128 px and at patch 8), while a
+small CNN with max pooling learned it in 500 steps. Asking every merged token to say how much of
+each colour its region holds (the per-channel maximum of the colour above the pixel's grey level,
+a function of the frame alone: no label, no annotation) gives the vision tower that feature, and
+the same probe learned the binding in 750 steps (300/300 held out).
+
+The target is the maximum, not the mean, for the reason above: a mean over the region is the
+dilution the patch embedding already has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def region_px(vlm) -> int:
+    """Side in pixels of the square region one merged vision token covers (patch x merge)."""
+    vc = vlm.config.vision_config
+    return int(vc.patch_size) * int(vc.spatial_merge_size)
+
+
+def colour_saliency(frames: Sequence[Sequence[np.ndarray]], region: int) -> torch.Tensor:
+    """[tokens, 3] in [0, 1]: per merged token and channel, the region's most colourful pixel.
+
+    Tokens are the images in order, each image's regions row-major; a channel's value is the
+    maximum over the region of (channel - the pixel's mean over channels), floored at 0.
+    ``frames[b]`` are sample b's HxWx3 uint8 frames, square, with a side divisible by ``region``
+    (the order and layout in which the processor hands them to the vision tower).
+    """
+    out = []
+    for b, per in enumerate(frames):
+        for c, frame in enumerate(per):
+            h, w = frame.shape[:2]
+            if h != w or h % region or frame.ndim != 3 or frame.shape[2] != 3:
+                raise ValueError(f"colour_saliency: sample {b} frame {c} is {tuple(frame.shape)}; the target needs "
+                                 f"square HxWx3 frames with a side divisible by {region} px")
+            x = torch.from_numpy(np.ascontiguousarray(frame)).float() / 255.0
+            above = (x - x.mean(-1, keepdim=True)).clamp(min=0.0)
+            g = h // region
+            out.append(above.reshape(g, region, g, region, 3).amax(dim=(1, 3)).reshape(-1, 3))
+    return torch.cat(out)
+
+
+class VisionAux(torch.nn.Module):
+    """A linear head on the merged vision tokens of ``vlm``, and the hook that keeps them per forward."""
+
+    def __init__(self, vlm):
+        super().__init__()
+        self.region = region_px(vlm)
+        self.head = torch.nn.Linear(vlm.config.text_config.hidden_size, 3)
+        self._merged: torch.Tensor | None = None
+        vlm.model.visual.merger.register_forward_hook(self._keep)
+
+    def _keep(self, _module, _inputs, output) -> None:
+        self._merged = output
+
+    def loss(self, frames: Sequence[Sequence[np.ndarray]]) -> torch.Tensor:
+        """MSE between the head's output on the last forward's merged tokens and ``colour_saliency(frames)``."""
+        if self._merged is None:
+            raise RuntimeError("VisionAux.loss: no vision forward pass has run yet")
+        target = colour_saliency(frames, self.region).to(self._merged.device)
+        if target.shape[0] != self._merged.shape[0]:
+            raise ValueError(f"VisionAux.loss: {target.shape[0]} regions in the frames but {self._merged.shape[0]} "
+                             "merged tokens in the last forward pass (frames resized by the processor?)")
+        merged, self._merged = self._merged, None
+        return F.mse_loss(self.head(merged.float()), target)
