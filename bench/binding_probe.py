@@ -10,7 +10,8 @@ teacher-forced choice between the arm word's first bytes ("r" / "l"; the tokeniz
 
 A run is ``NAME:SEED`` with NAME one of ``RUNS`` (``plain``: the language loss alone; ``aux``: plus
 the colour-saliency target on the merged vision tokens, models/vision_aux.py). Renders are cached
-in bench/out/binding_probe; results go to bench/results/binding_probe.json.
+in bench/out/binding_probe, each trained backbone is saved there as NAME_sSEED (a policy stage's
+``init``: the grounded backbone of bench/RESULTS.md), results go to bench/results/binding_probe.json.
 """
 
 from __future__ import annotations
@@ -131,6 +132,9 @@ def probe(name: str, seed: int, steps: int, train_n: int, batch: int, wrist_drop
                    **{k: score(d) for k, d in tests.items()}, "s": round(time.monotonic() - t0)}
             curve.append(row)
             print(name, seed, row, flush=True)
+    # the trained backbone, loadable as a policy-stage init (`--set init=OUT/NAME_sSEED`)
+    vlm.save_pretrained(OUT / f"{name}_s{seed}" / "vlm")
+    processor.save_pretrained(OUT / f"{name}_s{seed}" / "vlm")
     right_share = float(np.mean(["right" in s for s in tests["heldout"]["subtask"]]))
     return {"run": name, "seed": seed, "vision_aux": weight, "image_size": size, "patch_size": patch,
             "train_scenes": train_n, "batch": batch, "steps": steps, "heldout_scenes": 300,

@@ -59,7 +59,19 @@ class VisionAux(torch.nn.Module):
         self.region = region_px(vlm)
         self.head = torch.nn.Linear(vlm.config.text_config.hidden_size, 3)
         self._merged: torch.Tensor | None = None
-        vlm.model.visual.merger.register_forward_hook(self._keep)
+        self._hook = None
+        self.attach(vlm)
+
+    def attach(self, vlm) -> None:
+        """Keep the merged vision tokens of ``vlm``'s forward passes (and no longer those of another model)."""
+        self.detach()
+        self._hook = vlm.model.visual.merger.register_forward_hook(self._keep)
+
+    def detach(self) -> None:
+        """Stop keeping them (e.g. before ``copy.deepcopy`` of the model, which would copy the hook)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
 
     def _keep(self, _module, _inputs, output) -> None:
         self._merged = output

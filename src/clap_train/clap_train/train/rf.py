@@ -37,10 +37,11 @@ from clap_train.models.knowledge_matching import ReferenceCache, reverse_kl
 from clap_train.models.ntp import batch_codes, batch_images, encode_batch, kept_cameras, ntp_loss_fn
 from clap_train.models.pretrained import Backbone, load_act_vae, load_backbone
 from clap_train.models.lora import LORA_TARGETS, add_lora, merge_lora
+from clap_train.models.vision_aux import VisionAux
 from clap_train.models.vlm import (
     MRopePositions, VLMConfig, VLMProcessor, capture_layers, hidden_size, num_text_layers, selected_logits,
 )
-from clap_train.train.loop import LoopConfig, Stage, is_main_process, run_loop
+from clap_train.train.loop import LoopConfig, Stage, is_main_process, run_loop, unwrap
 from clap_train.train.runner import RunOptions, StageSpec
 
 
@@ -71,8 +72,12 @@ class RFTrainConfig(DataKeys):
     export_every: int = 0  # stage-2 steps between intermediate policies in RUN_DIR/exports/ (0 = none)
     max_subtask_tokens: int = 32
     rate_hz: float = 30.0
+    # weight of the colour-saliency target on the merged vision tokens in both stages (models/vision_aux.py); 0: off
+    vision_aux: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.vision_aux < 0:
+            raise ValueError(f"vision_aux must be >= 0, got {self.vision_aux}")
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
         if self.km_cache_mb < 0:
@@ -95,9 +100,10 @@ class RFTrainConfig(DataKeys):
 class RFModel(torch.nn.Module):
     """phi_policy (trainable backbone copy) + the RF flow head: what stage 2 trains and checkpoints."""
 
-    def __init__(self, vlm, head: FlowHead):
+    def __init__(self, vlm, head: FlowHead, aux: torch.nn.Module | None = None):
         super().__init__()
         self.vlm, self.head = vlm, head
+        self.aux = aux  # a training-only head on the vision tokens (``VisionAux``); not exported
 
     def forward(self, inputs: dict[str, torch.Tensor], prompt_mask: torch.Tensor, actions: torch.Tensor,
                 state: torch.Tensor, action_pad: torch.Tensor, state_mask: torch.Tensor, select: torch.Tensor):
@@ -165,13 +171,18 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
         inputs = pass_inputs(enc)
         select = enc.predicting(enc.action_mask)
         logits, l_rf = model(inputs, enc.prompt_mask, batch["action"], state, batch["action_pad"], keep, select)
+        loss, metrics = l_rf, {"rf_loss": float(l_rf.detach())}
+        if cfg.vision_aux > 0:
+            aux = unwrap(model).aux.loss(frames)
+            loss = loss + cfg.vision_aux * aux
+            metrics["vision_aux_loss"] = float(aux.detach())
         if cfg.alpha == 0:  # direct fine-tuning: no reference pass
-            return l_rf, {"rf_loss": float(l_rf.detach()), "kl": 0.0}
+            return loss, {**metrics, "kl": 0.0}
         with torch.no_grad(), record_function("km_reference"):
             ref = reference_logits(batch, enc, inputs, frames, kept, codes, has, dev)
         kl = reverse_kl(logits, ref)
-        loss = l_rf + cfg.alpha * kl
-        metrics = {"rf_loss": float(l_rf.detach()), "kl": float(kl.detach())}
+        loss = loss + cfg.alpha * kl
+        metrics["kl"] = float(kl.detach())
         if cache is not None:  # the share of reference passes the cache saved so far, and its memory
             metrics.update(km_cache_hit_rate=cache.hit_rate, km_cache_mb=cache.bytes / 2 ** 20)
         return loss, metrics
@@ -227,13 +238,19 @@ def train(job: Prepared, options: RunOptions) -> int:
 
     # Stage 1: NTP adaptation on robot + human tokens -> the frozen reference.
     stop1 = None if options.stop_after is None else min(options.stop_after, cfg.stage1.steps)
-    s1 = Stage(name="rf_stage1", model=Backbone(vlm), dataset=job.dataset, collate_fn=collate_samples,
-               loss_fn=ntp_loss_fn(processor, vocab, act_vae, cfg.wrist_dropout, cfg.max_subtask_tokens))
+    aux = VisionAux(vlm) if cfg.vision_aux > 0 else None
+    s1 = Stage(name="rf_stage1", model=Backbone(vlm, aux), dataset=job.dataset, collate_fn=collate_samples,
+               loss_fn=ntp_loss_fn(processor, vocab, act_vae, cfg.wrist_dropout, cfg.max_subtask_tokens,
+                                   cfg.vision_aux))
     r1 = run_loop(s1, cfg.stage1, run_dir / "stage1", resume=options.resume, progress=progress, stop_after=stop1)
     if r1.final_step < cfg.stage1.steps:
         print(f"rf: stopped in stage 1 at step {r1.final_step}")
         return 0
+    if aux is not None:
+        aux.detach()  # the frozen reference is a deep copy: without the hook
     reference = copy.deepcopy(vlm).eval()
+    if aux is not None:
+        aux.attach(vlm)
     for p in reference.parameters():
         p.requires_grad_(False)
 
@@ -243,7 +260,7 @@ def train(job: Prepared, options: RunOptions) -> int:
                                    chunk_len=act_vae.config.chunk_len, action_dim=act_vae.config.action_dim)
     cfg = dataclasses.replace(cfg, flow=flow_cfg)
     torch.manual_seed(cfg.stage2.seed)
-    model = RFModel(vlm, FlowHead(flow_cfg))
+    model = RFModel(vlm, FlowHead(flow_cfg), aux)
     if cfg.finetune == "frozen":
         for p in model.vlm.parameters():
             p.requires_grad_(False)
