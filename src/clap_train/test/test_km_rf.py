@@ -220,3 +220,16 @@ def test_pipeline_on_a_converted_lerobot_dataset(tmp_path, act_vae_dir):
     for mode in ("rf", "ntp"):
         pred = policy.predict({"head": frame, "left_wrist": frame}, "put the cube in the bowl", mode=mode)
         assert pred.actions.shape == (32, 14) and np.all(np.isfinite(pred.actions))
+
+
+def test_rf_trains_with_vision_aux_in_both_stages(tmp_path, act_vae_dir):
+    run = tmp_path / "run"
+    assert runner.run(rf.SPEC, args(run, act_vae_dir, 2, 4, extra=("vision_aux=4.0",))) == 0
+    h1, h2 = history(run / "stage1"), history(run / "stage2")
+    assert all(h["vision_aux_loss"] > 0 for h in h1 + h2)
+    # the head changes no logit: policy == reference at stage 2's first step, as without it
+    assert h2[0]["kl"] == pytest.approx(0.0, abs=1e-6)
+    from safetensors import safe_open
+
+    keys = [k for f in (run / "policy").rglob("*.safetensors") for k in safe_open(str(f), "pt").keys()]
+    assert keys and not any(k.startswith("aux") or ".aux." in k for k in keys)

@@ -72,3 +72,15 @@ def test_targets_robot_tokens_from_act_vae_and_human_pseudo_tokens(act_vae_dir):
     assert torch.equal(codes[0], act_vae.tokenize(actions[:1])[0])
     assert torch.equal(codes[1], pseudo[1])
     assert all(p.grad is None and not p.requires_grad for p in act_vae.parameters())  # frozen tokenizer
+
+
+def test_ntp_trains_with_vision_aux_and_exports_without_the_head(tmp_path, act_vae_dir):
+    run_dir = tmp_path / "run"
+    assert runner.run(ntp_train.SPEC, args(run_dir, act_vae_dir, 4, extra=("vision_aux=4.0",))) == 0
+    hist = history(run_dir)
+    assert all(h["vision_aux_loss"] > 0 for h in hist)
+    exported = (run_dir / "policy" / "vlm").glob("*.safetensors")
+    from safetensors import safe_open
+
+    keys = [k for f in exported for k in safe_open(str(f), "pt").keys()]
+    assert keys and not any("aux" in k for k in keys)

@@ -8,9 +8,7 @@ from clap_train.models.ntp import encode_batch
 from clap_train.models.pretrained import Backbone, load_backbone
 from clap_train.models.vision_aux import VisionAux, colour_saliency
 from clap_train.models.vlm import VLMConfig
-from clap_train.train import ntp as ntp_train, runner
-
-from test_ntp_train import args, history
+from clap_train.train import ntp as ntp_train
 
 
 def grey(size=64, level=80):
@@ -60,35 +58,6 @@ def test_head_learns_where_the_colour_is():
     assert np.mean(losses[-5:]) < 0.2 * np.mean(losses[:5]), (losses[:5], losses[-5:])
 
 
-def test_ntp_trains_with_vision_aux_and_exports_without_the_head(tmp_path, act_vae_dir):
-    run_dir = tmp_path / "run"
-    assert runner.run(ntp_train.SPEC, args(run_dir, act_vae_dir, 4, extra=("vision_aux=4.0",))) == 0
-    hist = history(run_dir)
-    assert all(h["vision_aux_loss"] > 0 for h in hist)
-    exported = (run_dir / "policy" / "vlm").glob("*.safetensors")
-    from safetensors import safe_open
-
-    keys = [k for f in exported for k in safe_open(str(f), "pt").keys()]
-    assert keys and not any("aux" in k for k in keys)
-
-
 def test_negative_weight_is_refused():
     with pytest.raises(ValueError, match="vision_aux must be >= 0"):
         ntp_train.NTPTrainConfig(vision_aux=-1.0)
-
-
-def test_rf_trains_with_vision_aux_in_both_stages(tmp_path, act_vae_dir):
-    from clap_train.train import rf
-
-    from test_km_rf import args as rf_args, history as rf_history
-
-    run = tmp_path / "run"
-    assert runner.run(rf.SPEC, rf_args(run, act_vae_dir, 2, 4, extra=("vision_aux=4.0",))) == 0
-    h1, h2 = rf_history(run / "stage1"), rf_history(run / "stage2")
-    assert all(h["vision_aux_loss"] > 0 for h in h1 + h2)
-    # the head changes no logit: policy == reference at stage 2's first step, as without it
-    assert h2[0]["kl"] == pytest.approx(0.0, abs=1e-6)
-    from safetensors import safe_open
-
-    keys = [k for f in (run / "policy").rglob("*.safetensors") for k in safe_open(str(f), "pt").keys()]
-    assert keys and not any(k.startswith("aux") or ".aux." in k for k in keys)
