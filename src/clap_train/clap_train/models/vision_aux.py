@@ -1,6 +1,6 @@
 """A dense, label-free target on Qwen3-VL's merged vision tokens: how much colour each region holds.
 
-Why it exists (bench/RESULTS.md, "Where the colour -> side binding fails"): in the 64 px head
+Why it exists (bench/RESULTS.md, "Why the binding is not learned, and what fixes it"): in the 64 px head
 camera a coloured cube is 1-2 pixels of a 32 x 32 region that one merged vision token stands for.
 Qwen3-VL's patch embedding is linear, so the cube moves a token's features by about a percent; a
 random tiny backbone trained only through the language loss sat at the prior on "which arm goes
@@ -12,6 +12,10 @@ the same probe learned the binding in 750 steps (300/300 held out).
 
 The target is the maximum, not the mean, for the reason above: a mean over the region is the
 dilution the patch embedding already has.
+
+What it has not done yet (same section): carry the binding into the closed loop. With it, CLAP-NTP
+names the arm on 300 of 300 held-out scenes, but CLAP-RF's fine-tuning loses it again and the
+RF policy still picks the arm at chance.
 """
 
 from __future__ import annotations
