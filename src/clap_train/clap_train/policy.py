@@ -221,7 +221,8 @@ class ClapPolicy:
 
         In RF mode the flow is guided toward ``prev_chunk`` (real-time chunking) and, in both modes,
         the first ``inference_delay`` steps are returned equal to ``prev_chunk``'s (they run while this
-        prediction is computed). RF mode decodes no text: ``subtask`` is "".
+        prediction is computed). RF mode decodes no text (``subtask`` is ""), unless its head reads the
+        subtask (``flow.read_subtask``): then the subtask is decoded first and returned.
         """
         start = time.perf_counter()
         # The work happens in _predict, so that its tensors are freed (at its return) before the
@@ -261,9 +262,16 @@ class ClapPolicy:
                 subtask, tokens = subtasks[0], codes[0].cpu().numpy()
             else:
                 with torch.no_grad():
+                    if self.meta.flow.read_subtask:  # the head reads the subtask too: decode it first
+                        subtasks, _ = generate_plan(self.vlm, self.processor, self.vocab, enc, self.meta.num_queries,
+                                                    self.meta.max_subtask_tokens, self.meta.min_subtask_tokens)
+                        subtask = subtasks[0]
+                        enc = encode_batch(self.processor, self.vocab, [frames], [instruction], [subtask],
+                                           max_subtask_tokens=self.meta.max_subtask_tokens).to(self.device)
+                        enc.inputs["pixel_values"] = enc.inputs["pixel_values"].to(self.dtype)
                     feats = prompt_features(self.vlm, enc.inputs, self.meta.flow.feature_layers)
                     ctx = self.flow_head.fuse(feats)
-                pad = ~enc.inputs["attention_mask"].bool()
+                pad = ~(enc.prompt_mask | enc.subtask_mask)
                 guide = None
                 if guide_prev is not None:
                     guide = RTCGuidance(guide_prev.to(self.device), inference_delay)

@@ -233,3 +233,26 @@ def test_rf_trains_with_vision_aux_in_both_stages(tmp_path, act_vae_dir):
 
     keys = [k for f in (run / "policy").rglob("*.safetensors") for k in safe_open(str(f), "pt").keys()]
     assert keys and not any(k.startswith("aux") or ".aux." in k for k in keys)
+
+
+def test_a_head_that_reads_the_subtask_trains_and_decodes_it_in_rf_mode(tmp_path, act_vae_dir):
+    run = tmp_path / "run"
+    extra = ("flow.read_subtask=true", "subtask_loss=1.0", "stage2.lr=3e-3", "stage2.batch_size=2")
+    assert runner.run(rf.SPEC, args(run, act_vae_dir, 2, 30, extra=extra)) == 0
+    h2 = history(run / "stage2")
+    assert all(h["subtask_loss"] > 0 for h in h2)
+    first, last = np.mean([h["subtask_loss"] for h in h2[:3]]), np.mean([h["subtask_loss"] for h in h2[-3:]])
+    assert last < first, (first, last)
+    policy = ClapPolicy.load(run / "policy")
+    assert policy.meta.flow.read_subtask
+    frame = np.zeros((48, 64, 3), np.uint8)
+    pred = policy.predict({"head": frame, "left_wrist": frame}, "put the cube in the bowl", mode="rf")
+    ntp = policy.predict({"head": frame, "left_wrist": frame}, "put the cube in the bowl", mode="ntp")
+    # RF mode decodes the same subtask as NTP mode (the same greedy decoding), then reads it
+    assert pred.subtask and pred.subtask == ntp.subtask
+    assert pred.actions.shape == (32, 14) and np.all(np.isfinite(pred.actions))
+
+
+def test_negative_subtask_loss_is_refused():
+    with pytest.raises(ValueError, match="subtask_loss must be >= 0"):
+        rf.RFTrainConfig(subtask_loss=-1.0)

@@ -58,10 +58,16 @@ def test_prompt_and_target_layout():
     real = enc.inputs["attention_mask"].bool()
     assert torch.equal(enc.prompt_mask | enc.target_mask, real)
     assert not bool((enc.prompt_mask & enc.target_mask).any())
+    # the subtask mask: the subtask's text only (sample 1 has none)
+    assert tok.decode(ids[0][enc.subtask_mask[0]]) == "reach"
+    assert not bool(enc.subtask_mask[1].any())
+    assert not bool((enc.subtask_mask & ~enc.target_mask).any())
+    assert not bool((enc.subtask_mask & enc.action_mask).any())
     # a human sample without pseudo tokens trains on its subtask only
     enc2 = encode_batch(proc, vocab, [frames(1, 0)], ["x"], ["wave"], codes[:1], has_codes=[False])
     assert not bool(enc2.action_mask.any())
     assert tok.decode(enc2.inputs["input_ids"][0][enc2.target_mask[0]]) == "wave<|im_end|>"
+    assert tok.decode(enc2.inputs["input_ids"][0][enc2.subtask_mask[0]]) == "wave"
 
 
 def test_loss_counts_targets_only():

@@ -51,6 +51,9 @@ class FlowHeadConfig:
     ffn_mult: int = 4
     num_steps: int = 10  # Euler steps at inference
     use_state: bool = True  # condition on the robot state (False: images and instruction only)
+    # the context is the prompt and the subtask (teacher-forced in training, decoded greedily at inference),
+    # so what the subtask names (e.g. which arm) is in the head's context as text; False: the prompt only
+    read_subtask: bool = False
     temperature: float = 1.0  # std of the starting noise at inference (0: one deterministic chunk)
     beta_a: float = 1.5
     beta_b: float = 1.0

@@ -131,6 +131,7 @@ class EncodedBatch:
     target_mask: torch.Tensor  # [B, T] bool: token t is a target (predicted by logits at t-1)
     action_mask: torch.Tensor  # [B, T] bool: token t is one of the Nq action tokens
     prompt_mask: torch.Tensor  # [B, T] bool: token t belongs to the prompt (what the flow head attends to)
+    subtask_mask: torch.Tensor  # [B, T] bool: token t is a subtask token (the target's text, before the actions)
 
     def causal_inputs(self) -> dict[str, torch.Tensor]:
         """The model inputs for a teacher-forced pass: without the padding mask.
@@ -148,7 +149,7 @@ class EncodedBatch:
 
     def to(self, device: torch.device | str) -> EncodedBatch:
         return EncodedBatch({k: v.to(device) for k, v in self.inputs.items()}, self.target_mask.to(device),
-                            self.action_mask.to(device), self.prompt_mask.to(device))
+                            self.action_mask.to(device), self.prompt_mask.to(device), self.subtask_mask.to(device))
 
 
 def encode_batch(
@@ -171,7 +172,7 @@ def encode_batch(
     flat = [im for per in images for im in per]
     pix = processor.images_to_pixels(flat)
     counts = processor.tokens_per_image(pix["image_grid_thw"])
-    rows, tmask, amask, pmask = [], [], [], []
+    rows, tmask, amask, pmask, smask = [], [], [], [], []
     act = set(vocab.ids.tolist())
     k = 0
     for i in range(b):
@@ -189,6 +190,9 @@ def encode_batch(
         tmask.append([False] * len(p) + [True] * len(t))
         amask.append([False] * len(p) + [x in act for x in t])
         pmask.append([True] * len(p) + [False] * len(t))
+        # the subtask's tokens: those before <|act_start|>, or before the closing <|im_end|>
+        n_sub = t.index(vocab.start_id) if vocab.start_id in t else max(len(t) - 1, 0)
+        smask.append([False] * len(p) + [True] * n_sub + [False] * (len(t) - n_sub))
     width = max(len(r) for r in rows)
 
     def pad(seqs, value):
@@ -204,7 +208,7 @@ def encode_batch(
         "mm_token_type_ids": (input_ids == processor.image_token_id).int(),
     }
     return EncodedBatch(inputs, torch.tensor(pad(tmask, False)), torch.tensor(pad(amask, False)),
-                        torch.tensor(pad(pmask, False)))
+                        torch.tensor(pad(pmask, False)), torch.tensor(pad(smask, False)))
 
 
 def kept_cameras(batch: Mapping, drop_wrist: float = 0.0,

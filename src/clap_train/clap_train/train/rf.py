@@ -74,10 +74,15 @@ class RFTrainConfig(DataKeys):
     rate_hz: float = 30.0
     # weight of the colour-saliency target on the merged vision tokens in both stages (models/vision_aux.py); 0: off
     vision_aux: float = 0.0
+    # weight of the subtask's cross-entropy in stage 2 (KM holds only the action tokens' logits): keeps the
+    # decoded subtask right, which a head with ``flow.read_subtask`` reads; 0: off
+    subtask_loss: float = 0.0
 
     def __post_init__(self) -> None:
         if self.vision_aux < 0:
             raise ValueError(f"vision_aux must be >= 0, got {self.vision_aux}")
+        if self.subtask_loss < 0:
+            raise ValueError(f"subtask_loss must be >= 0, got {self.subtask_loss}")
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
         if self.km_cache_mb < 0:
@@ -105,9 +110,12 @@ class RFModel(torch.nn.Module):
         self.vlm, self.head = vlm, head
         self.aux = aux  # a training-only head on the vision tokens (``VisionAux``); not exported
 
-    def forward(self, inputs: dict[str, torch.Tensor], prompt_mask: torch.Tensor, actions: torch.Tensor,
+    def forward(self, inputs: dict[str, torch.Tensor], context_mask: torch.Tensor, actions: torch.Tensor,
                 state: torch.Tensor, action_pad: torch.Tensor, state_mask: torch.Tensor, select: torch.Tensor):
         """Return (phi_policy's token logits at the positions ``select`` marks, L_RF).
+
+        ``context_mask`` [B, T]: the positions the flow head attends to (the prompt, and the subtask
+        when ``head.config.read_subtask``).
 
         One pass, so that DDP/FSDP see every trainable parameter.
         """
@@ -116,7 +124,7 @@ class RFModel(torch.nn.Module):
             logits = selected_logits(self.vlm, inputs, select)
         with record_function("flow_head"):
             ctx = self.head.fuse([found[i] for i in layers])
-            l_rf = self.head.rf_loss(actions, ctx, ~prompt_mask, state=state, pad=action_pad, state_mask=state_mask)
+            l_rf = self.head.rf_loss(actions, ctx, ~context_mask, state=state, pad=action_pad, state_mask=state_mask)
         return logits, l_rf
 
 
@@ -169,9 +177,18 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
         if cfg.state_noise > 0:  # the state says roughly where the arms are; the images must say exactly
             state = state + cfg.state_noise * torch.randn_like(state)
         inputs = pass_inputs(enc)
-        select = enc.predicting(enc.action_mask)
-        logits, l_rf = model(inputs, enc.prompt_mask, batch["action"], state, batch["action_pad"], keep, select)
+        read = enc.prompt_mask | enc.subtask_mask if unwrap(model).head.config.read_subtask else enc.prompt_mask
+        scored = enc.action_mask | enc.subtask_mask if cfg.subtask_loss > 0 else enc.action_mask
+        logits, l_rf = model(inputs, read, batch["action"], state, batch["action_pad"], keep, enc.predicting(scored))
         loss, metrics = l_rf, {"rf_loss": float(l_rf.detach())}
+        if cfg.subtask_loss > 0:  # keep the subtask's decoding (KM below holds the action tokens only)
+            is_action = enc.action_mask[:, 1:][scored[:, 1:]]  # among the scored positions
+            labels = enc.inputs["input_ids"][:, 1:][enc.subtask_mask[:, 1:]]
+            l_sub = (torch.nn.functional.cross_entropy(logits[~is_action].float(), labels) if labels.numel()
+                     else logits.sum() * 0.0)
+            loss = loss + cfg.subtask_loss * l_sub
+            metrics["subtask_loss"] = float(l_sub.detach())
+            logits = logits[is_action]
         if cfg.vision_aux > 0:
             aux = unwrap(model).aux.loss(frames)
             loss = loss + cfg.vision_aux * aux
