@@ -74,8 +74,9 @@ class RFTrainConfig(DataKeys):
     rate_hz: float = 30.0
     # weight of the colour-saliency target on the merged vision tokens in both stages (models/vision_aux.py); 0: off
     vision_aux: float = 0.0
-    # weight of the subtask's cross-entropy in stage 2 (KM holds only the action tokens' logits): keeps the
-    # decoded subtask right, which a head with ``flow.read_subtask`` reads; 0: off
+    # weight of the cross-entropy of the target's text in stage 2 (the subtask and the markers around the
+    # actions, <|act_start|> included: without it the decoded subtask does not end). KM holds only the action
+    # tokens' logits; this keeps the decoded subtask right, which a head with ``flow.read_subtask`` reads; 0: off
     subtask_loss: float = 0.0
 
     def __post_init__(self) -> None:
@@ -178,12 +179,13 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
             state = state + cfg.state_noise * torch.randn_like(state)
         inputs = pass_inputs(enc)
         read = enc.prompt_mask | enc.subtask_mask if unwrap(model).head.config.read_subtask else enc.prompt_mask
-        scored = enc.action_mask | enc.subtask_mask if cfg.subtask_loss > 0 else enc.action_mask
+        # with subtask_loss, every target token: the subtask, the <|act_start|> that ends it, the actions, ...
+        scored = enc.target_mask if cfg.subtask_loss > 0 else enc.action_mask
         logits, l_rf = model(inputs, read, batch["action"], state, batch["action_pad"], keep, enc.predicting(scored))
         loss, metrics = l_rf, {"rf_loss": float(l_rf.detach())}
-        if cfg.subtask_loss > 0:  # keep the subtask's decoding (KM below holds the action tokens only)
+        if cfg.subtask_loss > 0:  # keep the text's decoding (KM below holds the action tokens only)
             is_action = enc.action_mask[:, 1:][scored[:, 1:]]  # among the scored positions
-            labels = enc.inputs["input_ids"][:, 1:][enc.subtask_mask[:, 1:]]
+            labels = enc.inputs["input_ids"][:, 1:][(enc.target_mask & ~enc.action_mask)[:, 1:]]
             l_sub = (torch.nn.functional.cross_entropy(logits[~is_action].float(), labels) if labels.numel()
                      else logits.sum() * 0.0)
             loss = loss + cfg.subtask_loss * l_sub
