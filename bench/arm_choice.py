@@ -16,11 +16,10 @@ import sys
 
 import numpy as np
 
-LEFT_Z, RIGHT_Z = 2, 9  # the action layout: per arm xyz, Euler xyz, gripper; left first
-
 
 def main(argv: list[str] | None = None) -> int:
     from clap_sim.tasks import TASKS
+    from clap_train.data.layout import DEFAULT_LAYOUT
 
     folder = pathlib.Path((argv or sys.argv[1:])[0])
     ev = json.loads((folder / "eval.json").read_text())
@@ -29,8 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     for e in ev["per_episode"]:
         spec = task.sample(e["seed"])
         target = np.load(folder / f"steps_{e['episode']:03d}.npz")["target"][:60]
-        drop_l, drop_r = target[0, LEFT_Z] - target[:, LEFT_Z].min(), target[0, RIGHT_Z] - target[:, RIGHT_Z].min()
-        rows.append((e["seed"], spec.extra["arm"], "left" if drop_l > drop_r else "right", e["max_reward"]))
+        drop = {}
+        for arm in ("left", "right"):
+            z = DEFAULT_LAYOUT.arm(arm).index("z")
+            drop[arm] = target[0, z] - target[:, z].min()
+        moved = "left" if drop["left"] > drop["right"] else "right"
+        rows.append((e["seed"], spec.extra["arm"], moved, e["max_reward"]))
         print(*rows[-1])
     right = sum(task_arm == moved for _, task_arm, moved, _ in rows)
     print(f"the task's arm moved first: {right}/{len(rows)}; touched the named cube: "
