@@ -271,7 +271,7 @@ class ClapPolicy:
                         enc.inputs["pixel_values"] = enc.inputs["pixel_values"].to(self.dtype)
                     feats = prompt_features(self.vlm, enc.inputs, self.meta.flow.feature_layers)
                     ctx = self.flow_head.fuse(feats)
-                pad = ~(enc.prompt_mask | enc.subtask_mask)
+                pad = ~enc.flow_context(self.meta.flow.read_subtask)
                 guide = None
                 if guide_prev is not None:
                     guide = RTCGuidance(guide_prev.to(self.device), inference_delay)

@@ -143,6 +143,10 @@ class EncodedBatch:
         """
         return {k: v for k, v in self.inputs.items() if k != "attention_mask"}
 
+    def flow_context(self, read_subtask: bool) -> torch.Tensor:
+        """[B, T] bool: the positions the RF flow head attends to: the prompt, and the subtask when ``read_subtask``."""
+        return self.prompt_mask | self.subtask_mask if read_subtask else self.prompt_mask
+
     def predicting(self, mask: torch.Tensor) -> torch.Tensor:
         """[B, T] bool: the positions whose logits predict a token ``mask`` marks (position t predicts t + 1)."""
         return F.pad(mask[:, 1:], (0, 1), value=False)

@@ -115,8 +115,7 @@ class RFModel(torch.nn.Module):
                 state: torch.Tensor, action_pad: torch.Tensor, state_mask: torch.Tensor, select: torch.Tensor):
         """Return (phi_policy's token logits at the positions ``select`` marks, L_RF).
 
-        ``context_mask`` [B, T]: the positions the flow head attends to (the prompt, and the subtask
-        when ``head.config.read_subtask``).
+        ``context_mask`` [B, T]: the positions the flow head attends to (``EncodedBatch.flow_context``).
 
         One pass, so that DDP/FSDP see every trainable parameter.
         """
@@ -178,7 +177,7 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
         if cfg.state_noise > 0:  # the state says roughly where the arms are; the images must say exactly
             state = state + cfg.state_noise * torch.randn_like(state)
         inputs = pass_inputs(enc)
-        read = enc.prompt_mask | enc.subtask_mask if unwrap(model).head.config.read_subtask else enc.prompt_mask
+        read = enc.flow_context(unwrap(model).head.config.read_subtask)
         # with subtask_loss, every target token: the subtask, the <|act_start|> that ends it, the actions, ...
         scored = enc.target_mask if cfg.subtask_loss > 0 else enc.action_mask
         logits, l_rf = model(inputs, read, batch["action"], state, batch["action_pad"], keep, enc.predicting(scored))
