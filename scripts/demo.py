@@ -23,7 +23,7 @@ import pathlib
 import sys
 import time
 
-from clap_sim.pipeline import recipe, stage_env
+from clap_sim.pipeline import Demo, recipe, stage_env
 from clap_train.train.runner import failed, run_steps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -32,12 +32,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "runs" / "demo", help="where everything goes")
-    parser.add_argument("--task", default="transfer_cube")
-    parser.add_argument("--episodes", type=int, default=20, help="scripted robot demonstrations (seeds 0..N-1)")
-    parser.add_argument("--human-episodes", type=int, default=6, help="human-look videos")
-    parser.add_argument("--eval-episodes", type=int, default=10, help="closed-loop episodes on held-out seeds")
-    parser.add_argument("--train-eval-episodes", type=int, default=3,
-                        help="closed-loop episodes on training seeds (0: none)")
+    # Defaults (None): the demo recipe's own (clap_sim.pipeline.Demo), shown in --help.
+    parser.add_argument("--task", help=f"default {Demo.task}")
+    parser.add_argument("--episodes", type=int, help=f"scripted robot demonstrations (seeds 0..N-1); default {Demo.episodes}")
+    parser.add_argument("--human-episodes", type=int, help=f"human-look videos; default {Demo.human_episodes}")
+    parser.add_argument("--eval-episodes", type=int,
+                        help=f"closed-loop episodes on held-out seeds; default {Demo.eval_episodes}")
+    parser.add_argument("--train-eval-episodes", type=int,
+                        help=f"closed-loop episodes on training seeds (0: none); default {Demo.train_eval_episodes}")
     parser.add_argument("--configs", type=pathlib.Path, default=None, help="folder of the stage configs")
     parser.add_argument("--fresh", action="store_true", help="delete OUT first")
     args = parser.parse_args(argv)

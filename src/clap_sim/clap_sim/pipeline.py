@@ -42,7 +42,7 @@ class Demo:
 
     name: ClassVar[str] = "demo"
     task: str = "transfer_cube"
-    episodes: int = 20  # scripted robot demonstrations (seeds 0..N-1)
+    episodes: int = 50  # scripted robot demonstrations (seeds 0..N-1)
     human_episodes: int = 6
     eval_episodes: int = 10  # on held-out seeds
     train_eval_episodes: int = 3  # on training seeds (0: none)
