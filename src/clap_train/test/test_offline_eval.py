@@ -63,8 +63,16 @@ def test_a_policy_fitted_to_one_episode_replays_it(fitted_policy, one_episode):
     hold = errors["hold state"]["left position mm"]
     assert report["compounding_position_drift_mm"]["rf"]["1 s"] < 0.1 * hold
     assert max(report["compounding_curves_mm"]["rf"]) < 0.1 * hold
+    # by phase (the recorded subtask): the bag's two phases partition the frames, so their
+    # frame-weighted errors give back the overall ones
+    assert list(report["phase_frames"]) == ["reach the cube", "grasp the cube"], report["phase_frames"]
+    assert sum(report["phase_frames"].values()) == report["frames"]
+    for name in ("rf", "hold state"):
+        pooled = sum(n * report["phase_errors"][ph][name]["left position mm"] for ph, n in report["phase_frames"].items())
+        assert pooled / report["frames"] == pytest.approx(errors[name]["left position mm"])
     table = (one_episode / "fitted" / "offline.md").read_text()
     assert "| rf |" in table and "| hold state |" in table
+    assert "By phase (the recorded subtask of the frame), rf mode" in table and "| grasp the cube |" in table
     assert (one_episode / "fitted" / "offline.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -29,15 +29,29 @@ def test_saliency_is_the_colour_above_grey_of_each_region_row_major():
     torch.testing.assert_close(target, expected)
 
 
+def test_saliency_cells_say_where_in_the_region_the_colour_is():
+    frame = grey()
+    frame[5, 40] = (200, 80, 80)  # top-right region, its local (5, 8): cell (0, 1) of a 4 x 4 grid of 8 px
+    target = colour_saliency([[frame]], region=32, grid=4)
+    assert target.shape == (4, 4 * 4 * 3)
+    cells = target.reshape(4, 16, 3)
+    assert torch.nonzero(cells).tolist() == [[1, 1, 0]]  # token 1, cell row 0 col 1, red
+    # one cell per region gives back the region's value
+    torch.testing.assert_close(colour_saliency([[frame]], region=32, grid=1), cells.amax(dim=1))
+    with pytest.raises(ValueError, match="grid must be >= 1 and divide the region's 32 px, got 5"):
+        colour_saliency([[frame]], region=32, grid=5)
+
+
 def test_saliency_rejects_frames_it_cannot_tile():
     with pytest.raises(ValueError, match=r"sample 1 frame 0 is \(48, 64, 3\)"):
         colour_saliency([[grey()], [np.zeros((48, 64, 3), np.uint8)]], region=32)
 
 
-def test_head_learns_where_the_colour_is():
+@pytest.mark.parametrize("grid", [1, 4])
+def test_head_learns_where_the_colour_is(grid):
     vlm, processor, vocab = load_backbone(VLMConfig(hidden_size=64, layers=1, intermediate_size=128, vision_hidden=32,
                                                     vision_heads=2, image_size=64), None, 8)
-    model = Backbone(vlm, VisionAux(vlm))
+    model = Backbone(vlm, VisionAux(vlm, grid))
     rng = np.random.default_rng(0)
     frames = []
     for _ in range(8):

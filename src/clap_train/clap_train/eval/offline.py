@@ -21,7 +21,8 @@ decoded subtask text against the recorded one (``ntp_subtask_accuracy``, exact m
 the most frequent recorded subtask; the action tokens follow the subtask the policy wrote). The same errors on
 each episode's first frame alone are reported apart: there the robot is at rest, so only the
 images tell where to go, and a policy that maps the state to the action without looking
-(copycat) shows it there.
+(copycat) shows it there. Where the dataset names subtasks, the errors are also given per phase
+(the frame's recorded subtask: reach, grasp, lift, ...), to find the phase where a policy fails.
 
 The compounding check feeds the policy its own outputs: from a start frame, the policy's chunk
 is executed for ``--replan-every`` ticks, and the state of the next prediction is the recorded
@@ -94,6 +95,7 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
 
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in (*modes, *BASELINES)}
     first: dict[str, list[dict[str, float]]] = {m: [] for m in rows}
+    by_phase: dict[str, dict[str, list[dict[str, float]]]] = {}  # recorded subtask -> predictor -> rows
     norm_mse: dict[str, list[float]] = {m: [] for m in rows}
     tokens: dict[str, list[np.ndarray]] = {"predicted": [], "recorded": []}
     subtasks: dict[str, list] = {"predicted": [], "recorded": [], "first": []}
@@ -102,6 +104,8 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
                  "hold state": np.repeat(state[None], len(chunk), axis=0)}
         true_n = space.encode(chunk, state)
         is_first = int(dataset._frame[i]) == 0
+        phase = by_phase.setdefault(dataset.subtasks[dataset._subtask[i]].strip(), {m: [] for m in rows}) \
+            if dataset.subtasks else None
         for m in modes:
             out = policy.predict(observation(i), instr[i], state, mode=m, seed=i)
             preds[m] = np.asarray(out.actions, dtype=np.float64)
@@ -118,6 +122,8 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
             rows[name].append(group_errors(pred, chunk, pad, layout))
             if is_first:
                 first[name].append(rows[name][-1])
+            if phase is not None:
+                phase[name].append(rows[name][-1])
             err = (space.encode(pred, state) - true_n)[~pad]
             norm_mse[name].append(float(np.mean(err ** 2)))
 
@@ -164,6 +170,9 @@ def evaluate_offline(policy, dataset, *, modes=("rf", "ntp"), stride: int = 8, e
         "frames": len(frames), "episodes": eps, "stride": stride, "representation": space.representation,
         "errors": {name: _mean(r) for name, r in rows.items()},
         "first_frame_errors": {name: _mean(r) for name, r in first.items() if r},
+        # per recorded subtask (the phase of the episode), in the order the episodes reach them
+        "phase_errors": {ph: {name: _mean(r) for name, r in per.items()} for ph, per in by_phase.items()},
+        "phase_frames": {ph: len(next(iter(per.values()))) for ph, per in by_phase.items()},
         "normalised_mse": {name: float(np.mean(v)) for name, v in norm_mse.items()},
         "compounding_position_drift_mm": compounding,
         "compounding_curves_mm": {m: np.mean(drift[m], axis=0).tolist() for m in modes if drift[m]},
@@ -232,6 +241,12 @@ def markdown(report: dict) -> str:
                   "| predictor | " + " | ".join(groups) + " |", "| --- | " + " | ".join("---:" for _ in groups) + " |"]
         lines += [f"| {name} | " + " | ".join(f"{row[g]:.3g}" for g in groups) + " |"
                   for name, row in report["first_frame_errors"].items()]
+    for mode in [m for m in errors if m not in BASELINES] if report.get("phase_errors") else []:
+        lines += ["", f"By phase (the recorded subtask of the frame), {mode} mode: where in the episode the chunks "
+                  "go wrong", "", "| phase | frames | " + " | ".join(groups) + " |",
+                  "| --- | ---: | " + " | ".join("---:" for _ in groups) + " |"]
+        lines += [f"| {ph} | {report['phase_frames'][ph]} | " + " | ".join(f"{per[mode][g]:.3g}" for g in groups) + " |"
+                  for ph, per in report["phase_errors"].items()]
     if report.get("ntp_token_accuracy_per_position"):
         acc, base = report["ntp_token_accuracy_per_position"], report["majority_token_accuracy_per_position"]
         lines += ["", "NTP action tokens equal to the recorded chunk's, per position "

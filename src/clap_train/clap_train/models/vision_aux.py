@@ -33,14 +33,20 @@ def region_px(vlm) -> int:
     return int(vc.patch_size) * int(vc.spatial_merge_size)
 
 
-def colour_saliency(frames: Sequence[Sequence[np.ndarray]], region: int) -> torch.Tensor:
-    """[tokens, 3] in [0, 1]: per merged token and channel, the region's most colourful pixel.
+def colour_saliency(frames: Sequence[Sequence[np.ndarray]], region: int, grid: int = 1) -> torch.Tensor:
+    """[tokens, grid * grid * 3] in [0, 1]: per merged token, cell and channel, the cell's most colourful pixel.
 
-    Tokens are the images in order, each image's regions row-major; a channel's value is the
-    maximum over the region of (channel - the pixel's mean over channels), floored at 0.
+    Tokens are the images in order, each image's regions row-major; each region is cut into
+    ``grid`` x ``grid`` cells, row-major (``grid`` 1: the region itself); a channel's value is the
+    maximum over the cell of (channel - the pixel's mean over channels), floored at 0. With cells,
+    the token is asked where in its region the colour is, not only whether it holds some: a merged
+    token covers a quarter of a 64 px frame, too coarse to place a grasp (bench/RESULTS.md, the demo).
     ``frames[b]`` are sample b's HxWx3 uint8 frames, square, with a side divisible by ``region``
     (the order and layout in which the processor hands them to the vision tower).
     """
+    if grid < 1 or region % grid:
+        raise ValueError(f"colour_saliency: grid must be >= 1 and divide the region's {region} px, got {grid}")
+    cell = region // grid
     out = []
     for b, per in enumerate(frames):
         for c, frame in enumerate(per):
@@ -51,17 +57,21 @@ def colour_saliency(frames: Sequence[Sequence[np.ndarray]], region: int) -> torc
             x = torch.from_numpy(np.ascontiguousarray(frame)).float() / 255.0
             above = (x - x.mean(-1, keepdim=True)).clamp(min=0.0)
             g = h // region
-            out.append(above.reshape(g, region, g, region, 3).amax(dim=(1, 3)).reshape(-1, 3))
+            cells = above.reshape(g, grid, cell, g, grid, cell, 3).amax(dim=(2, 5))  # [g, grid, g, grid, 3]
+            out.append(cells.permute(0, 2, 1, 3, 4).reshape(g * g, grid * grid * 3))
     return torch.cat(out)
 
 
 class VisionAux(torch.nn.Module):
     """A linear head on the merged vision tokens of ``vlm``, and the hook that keeps them per forward."""
 
-    def __init__(self, vlm):
+    def __init__(self, vlm, grid: int = 1):
         super().__init__()
-        self.region = region_px(vlm)
-        self.head = torch.nn.Linear(vlm.config.text_config.hidden_size, 3)
+        self.region, self.grid = region_px(vlm), int(grid)
+        if self.grid < 1 or self.region % self.grid:
+            raise ValueError(f"vision_aux_grid must be >= 1 and divide the {self.region} px a merged token covers, "
+                             f"got {grid}")
+        self.head = torch.nn.Linear(vlm.config.text_config.hidden_size, self.grid * self.grid * 3)
         self._merged: torch.Tensor | None = None
         self._hook = None
         self.attach(vlm)
@@ -84,7 +94,7 @@ class VisionAux(torch.nn.Module):
         """MSE between the head's output on the last forward's merged tokens and ``colour_saliency(frames)``."""
         if self._merged is None:
             raise RuntimeError("VisionAux.loss: no vision forward pass has run yet")
-        target = colour_saliency(frames, self.region).to(self._merged.device)
+        target = colour_saliency(frames, self.region, self.grid).to(self._merged.device)
         if target.shape[0] != self._merged.shape[0]:
             raise ValueError(f"VisionAux.loss: {target.shape[0]} regions in the frames but {self._merged.shape[0]} "
                              "merged tokens in the last forward pass (frames resized by the processor?)")

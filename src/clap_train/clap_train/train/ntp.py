@@ -50,10 +50,15 @@ class NTPTrainConfig(DataKeys):
     rate_hz: float = 30.0
     # weight of the label-free colour-saliency target on the merged vision tokens (models/vision_aux.py); 0: off
     vision_aux: float = 0.0
+    # cells per side inside each merged token's region for that target (1: one value per token; 4: where in
+    # the region the colour is, at 8 px in a 64 px frame)
+    vision_aux_grid: int = 1
 
     def __post_init__(self) -> None:
         if self.vision_aux < 0:
             raise ValueError(f"vision_aux must be >= 0, got {self.vision_aux}")
+        if self.vision_aux_grid < 1:
+            raise ValueError(f"vision_aux_grid must be >= 1, got {self.vision_aux_grid}")
         if not 0.0 <= self.wrist_dropout < 1.0:
             raise ValueError(f"wrist_dropout must be in [0, 1), got {self.wrist_dropout}")
         if not 0.0 <= self.human_fraction < 1.0:
@@ -84,7 +89,7 @@ def train(job: Prepared, options: RunOptions) -> int:
 
     cfg, act_vae = job.cfg, job.act_vae
     vlm, processor, vocab = load_backbone(cfg.vlm, cfg.init, act_vae.config.codebook_size)
-    aux = VisionAux(vlm) if cfg.vision_aux > 0 else None
+    aux = VisionAux(vlm, cfg.vision_aux_grid) if cfg.vision_aux > 0 else None
     stage = Stage(name="ntp", model=Backbone(vlm, aux), dataset=job.dataset, collate_fn=collate_samples,
                   loss_fn=ntp_loss_fn(processor, vocab, act_vae, cfg.wrist_dropout, cfg.max_subtask_tokens,
                                       cfg.vision_aux))

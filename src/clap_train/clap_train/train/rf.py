@@ -74,6 +74,9 @@ class RFTrainConfig(DataKeys):
     rate_hz: float = 30.0
     # weight of the colour-saliency target on the merged vision tokens in both stages (models/vision_aux.py); 0: off
     vision_aux: float = 0.0
+    # cells per side inside each merged token's region for that target (1: one value per token; 4: where in
+    # the region the colour is, at 8 px in a 64 px frame)
+    vision_aux_grid: int = 1
     # weight of the cross-entropy of the target's text in stage 2 (the subtask and the markers around the
     # actions, <|act_start|> included: without it the decoded subtask does not end). KM holds only the action
     # tokens' logits; this keeps the decoded subtask right, which a head with ``flow.read_subtask`` reads; 0: off
@@ -82,6 +85,8 @@ class RFTrainConfig(DataKeys):
     def __post_init__(self) -> None:
         if self.vision_aux < 0:
             raise ValueError(f"vision_aux must be >= 0, got {self.vision_aux}")
+        if self.vision_aux_grid < 1:
+            raise ValueError(f"vision_aux_grid must be >= 1, got {self.vision_aux_grid}")
         if self.subtask_loss < 0:
             raise ValueError(f"subtask_loss must be >= 0, got {self.subtask_loss}")
         if self.alpha < 0:
@@ -256,7 +261,7 @@ def train(job: Prepared, options: RunOptions) -> int:
 
     # Stage 1: NTP adaptation on robot + human tokens -> the frozen reference.
     stop1 = None if options.stop_after is None else min(options.stop_after, cfg.stage1.steps)
-    aux = VisionAux(vlm) if cfg.vision_aux > 0 else None
+    aux = VisionAux(vlm, cfg.vision_aux_grid) if cfg.vision_aux > 0 else None
     s1 = Stage(name="rf_stage1", model=Backbone(vlm, aux), dataset=job.dataset, collate_fn=collate_samples,
                loss_fn=ntp_loss_fn(processor, vocab, act_vae, cfg.wrist_dropout, cfg.max_subtask_tokens,
                                    cfg.vision_aux))
