@@ -5,9 +5,9 @@ Stages (each a real `clap` / `clap sim` job, run as a subprocess with its own pr
 scripted demonstrations in the ALOHA end-effector simulation recorded as rosbag2 -> human-look
 videos -> `clap convert` / `clap convert-videos` -> Act-VAE -> VD-VAE (robot + human) -> pseudo
 action tokens for the human videos -> CLAP-NTP -> CLAP-RF + Knowledge Matching -> closed-loop
-evaluation through the real policy node over DDS, on held-out seeds (with the rollout video) and
-on a few seeds the policy was trained on. Prints both success rates, the time each stage took, and where the plots and
-videos are; writes the same to OUT/summary.md.
+evaluation through the real policy node over DDS, on held-out seeds (with the rollout video) and,
+with ``--train-eval-episodes N``, on seeds the policy was trained on. Prints the success rates, the
+time each stage took, and where the plots and videos are; writes the same to OUT/summary.md.
 
 The steps are the ``demo`` recipe of ``clap_sim.pipeline`` (run by clap_train's stage runner). A
 step whose output already exists is skipped (`--fresh` starts over), so an interrupted demo
