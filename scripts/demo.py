@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "runs" / "demo", help="where everything goes")
     # Defaults (None): the demo recipe's own (clap_sim.pipeline.Demo), shown in --help.
     parser.add_argument("--task", help=f"default {Demo.task}")
-    parser.add_argument("--episodes", type=int, help=f"scripted robot demonstrations (seeds 0..N-1); default {Demo.episodes}")
+    parser.add_argument("--episodes", type=int,
+                        help=f"scripted robot demonstrations (seeds 0..N-1); default {Demo.episodes}")
     parser.add_argument("--human-episodes", type=int, help=f"human-look videos; default {Demo.human_episodes}")
     parser.add_argument("--eval-episodes", type=int,
                         help=f"closed-loop episodes on held-out seeds; default {Demo.eval_episodes}")

@@ -68,7 +68,8 @@ def test_a_policy_fitted_to_one_episode_replays_it(fitted_policy, one_episode):
     assert list(report["phase_frames"]) == ["reach the cube", "grasp the cube"], report["phase_frames"]
     assert sum(report["phase_frames"].values()) == report["frames"]
     for name in ("rf", "hold state"):
-        pooled = sum(n * report["phase_errors"][ph][name]["left position mm"] for ph, n in report["phase_frames"].items())
+        pooled = sum(n * report["phase_errors"][ph][name]["left position mm"]
+                     for ph, n in report["phase_frames"].items())
         assert pooled / report["frames"] == pytest.approx(errors[name]["left position mm"])
     table = (one_episode / "fitted" / "offline.md").read_text()
     assert "| rf |" in table and "| hold state |" in table

@@ -138,7 +138,24 @@ def run(spec: StageSpec, args: argparse.Namespace) -> int:
     options.run_dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():  # several processes (torchrun / accelerate launch): rank 0 writes
         save_config(cfg, options.run_dir / "config.yaml")
-    return int(spec.train(prepared, options) or 0)
+    try:
+        return int(spec.train(prepared, options) or 0)
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under torchrun / accelerate launch: leave the process group before the process exits.
+
+    Without it gloo's threads are torn down by the interpreter's exit, which now and then aborts a
+    rank after its work is done ("terminate called without an active exception", exit -6; seen in
+    test_multiprocess from a fresh clone).
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def main(spec: StageSpec, argv: list[str], prog: str | None = None) -> int:
