@@ -138,10 +138,9 @@ def run(spec: StageSpec, args: argparse.Namespace) -> int:
     options.run_dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():  # several processes (torchrun / accelerate launch): rank 0 writes
         save_config(cfg, options.run_dir / "config.yaml")
-    try:
-        return int(spec.train(prepared, options) or 0)
-    finally:
-        _leave_process_group()
+    rc = int(spec.train(prepared, options) or 0)
+    _leave_process_group()  # after a stage that ended normally (a failed rank exits, and torchrun stops the rest)
+    return rc
 
 
 def _leave_process_group() -> None:
