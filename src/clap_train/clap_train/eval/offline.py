@@ -241,7 +241,7 @@ def markdown(report: dict) -> str:
                   "| predictor | " + " | ".join(groups) + " |", "| --- | " + " | ".join("---:" for _ in groups) + " |"]
         lines += [f"| {name} | " + " | ".join(f"{row[g]:.3g}" for g in groups) + " |"
                   for name, row in report["first_frame_errors"].items()]
-    for mode in [m for m in errors if m not in BASELINES] if report.get("phase_errors") else []:
+    for mode in [m for m in errors if m not in BASELINES and report.get("phase_errors")]:
         lines += ["", f"By phase (the recorded subtask of the frame), {mode} mode: where in the episode the chunks "
                   "go wrong", "", "| phase | frames | " + " | ".join(groups) + " |",
                   "| --- | ---: | " + " | ".join("---:" for _ in groups) + " |"]

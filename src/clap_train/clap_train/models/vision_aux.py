@@ -13,9 +13,10 @@ the same probe learned the binding in 750 steps (300/300 held out).
 The target is the maximum, not the mean, for the reason above: a mean over the region is the
 dilution the patch embedding already has.
 
-What it has not done yet (same section): carry the binding into the closed loop. With it, CLAP-NTP
-names the arm on 300 of 300 held-out scenes, but CLAP-RF's fine-tuning loses it again and the
-RF policy still picks the arm at chance.
+In the closed loop (same section): CLAP-NTP names the arm on 300 of 300 held-out scenes with it;
+CLAP-RF picks the right arm (20/20) only when its head also reads the subtask (``flow.read_subtask``).
+On transfer cube it lets the demo's budget reach the cube (bench/RESULTS.md, "The colour-saliency
+target on transfer cube"), and ``grid`` > 1 (cells inside each region) places it at the table's edge.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ def region_px(vlm) -> int:
     return int(vc.patch_size) * int(vc.spatial_merge_size)
 
 
+def check_grid(region: int, grid: int) -> None:
+    """Raise ValueError unless ``grid`` cells per side tile a ``region`` px region (``vision_aux_grid``)."""
+    if grid < 1 or region % grid:
+        raise ValueError(f"colour_saliency: grid must be >= 1 and divide the region's {region} px, got {grid} "
+                         "(vision_aux_grid)")
+
+
 def colour_saliency(frames: Sequence[Sequence[np.ndarray]], region: int, grid: int = 1) -> torch.Tensor:
     """[tokens, grid * grid * 3] in [0, 1]: per merged token, cell and channel, the cell's most colourful pixel.
 
@@ -44,8 +52,7 @@ def colour_saliency(frames: Sequence[Sequence[np.ndarray]], region: int, grid: i
     ``frames[b]`` are sample b's HxWx3 uint8 frames, square, with a side divisible by ``region``
     (the order and layout in which the processor hands them to the vision tower).
     """
-    if grid < 1 or region % grid:
-        raise ValueError(f"colour_saliency: grid must be >= 1 and divide the region's {region} px, got {grid}")
+    check_grid(region, grid)
     cell = region // grid
     out = []
     for b, per in enumerate(frames):
@@ -68,9 +75,7 @@ class VisionAux(torch.nn.Module):
     def __init__(self, vlm, grid: int = 1):
         super().__init__()
         self.region, self.grid = region_px(vlm), int(grid)
-        if self.grid < 1 or self.region % self.grid:
-            raise ValueError(f"vision_aux_grid must be >= 1 and divide the {self.region} px a merged token covers, "
-                             f"got {grid}")
+        check_grid(self.region, self.grid)  # at construction, before any training step
         self.head = torch.nn.Linear(vlm.config.text_config.hidden_size, self.grid * self.grid * 3)
         self._merged: torch.Tensor | None = None
         self._hook = None
