@@ -47,31 +47,40 @@ def test_rf_trains_with_km_and_exports_an_rf_policy(tmp_path, act_vae_dir):
         assert policy.predict(img, "use the left arm", mode=mode).actions.shape == (32, 14)
 
 
-def test_reference_is_frozen_and_gets_no_gradient(act_vae_dir):
-    from clap_train.data.recording.synthetic import synthetic_dataset
-    from clap_train.data.samples.dataset import collate_samples
-    from clap_train.data.samples.sources import open_dataset
-    from clap_train.models.flow_head import FlowHead
-    from clap_train.models.vlm import VLMConfig
-    from clap_train.models.pretrained import load_act_vae, load_backbone
+def tiny_stage_two(act_vae_dir, **settings):
+    """Stage 2's pieces at a tiny size: (cfg, processor, vocab, act_vae, frozen reference, policy model, dataset).
 
-    cfg = rf.RFTrainConfig(vlm=VLMConfig(image_size=64, hidden_size=64, layers=2, intermediate_size=128,
-                                         vision_hidden=32, vision_heads=2), alpha=1.0)
+    The policy branch is moved away from the reference, so that their KL is not zero.
+    """
     import copy
-    import dataclasses
 
+    from clap_train.data.recording.synthetic import synthetic_dataset
+    from clap_train.data.samples.sources import open_dataset
+    from clap_train.models.flow_head import FlowHead, FlowHeadConfig
+    from clap_train.models.pretrained import load_act_vae, load_backbone
+    from clap_train.models.vlm import VLMConfig
+
+    head = FlowHeadConfig(vlm_hidden=64, feature_layers=[0, 1], d_model=32, layers=1, heads=2,
+                          **settings.pop("flow", {}))
+    cfg = rf.RFTrainConfig(vlm=VLMConfig(image_size=64, hidden_size=64, layers=2, intermediate_size=128,
+                                         vision_hidden=32, vision_heads=2), alpha=1.0, flow=head, **settings)
     act_vae = load_act_vae(str(act_vae_dir))
     vlm, proc, vocab = load_backbone(cfg.vlm, None, 32)
-    reference = copy.deepcopy(vlm)
+    reference = copy.deepcopy(vlm).eval()
     for p in reference.parameters():
         p.requires_grad_(False)
-    flow = dataclasses.replace(cfg.flow, vlm_hidden=64, feature_layers=[0, 1], d_model=32, layers=1, heads=2)
-    cfg = dataclasses.replace(cfg, flow=flow)
-    model = rf.RFModel(vlm, FlowHead(flow))
-    with torch.no_grad():  # move the policy branch away from the reference
+    model = rf.RFModel(vlm, FlowHead(head))
+    with torch.no_grad():
         for p in model.vlm.model.language_model.layers[1].parameters():
             p.add_(0.05 * torch.randn_like(p))
     ds = open_dataset(synthetic_dataset(1, episode_len=40, image_size=64), 32, image_size=64, progress=False)
+    return cfg, proc, vocab, act_vae, reference, model, ds
+
+
+def test_reference_is_frozen_and_gets_no_gradient(act_vae_dir):
+    from clap_train.data.samples.dataset import collate_samples
+
+    cfg, proc, vocab, act_vae, reference, model, ds = tiny_stage_two(act_vae_dir)
     batch = collate_samples([ds[0], ds[5]])
     loss, metrics = rf.rf_km_loss_fn(proc, vocab, act_vae, reference, cfg)(model, batch, 0)
     loss.backward()
@@ -83,30 +92,13 @@ def test_reference_is_frozen_and_gets_no_gradient(act_vae_dir):
 
 def test_cached_reference_logits_give_the_reference_passs_kl(act_vae_dir):
     """The KM reference cache (bench/train_speed.py): a sample seen before costs no reference pass, same KL."""
-    import copy
     import dataclasses
 
-    from clap_train.data.recording.synthetic import synthetic_dataset
     from clap_train.data.samples.dataset import collate_samples
-    from clap_train.data.samples.sources import open_dataset
-    from clap_train.models.flow_head import FlowHead
     from clap_train.models.knowledge_matching import ReferenceCache
-    from clap_train.models.pretrained import load_act_vae, load_backbone
-    from clap_train.models.vlm import VLMConfig
 
-    cfg = rf.RFTrainConfig(vlm=VLMConfig(image_size=64, hidden_size=64, layers=2, intermediate_size=128,
-                                         vision_hidden=32, vision_heads=2), alpha=1.0, wrist_dropout=0.5)
-    act_vae = load_act_vae(str(act_vae_dir))
-    vlm, proc, vocab = load_backbone(cfg.vlm, None, 32)
-    reference = copy.deepcopy(vlm).eval()
-    flow = dataclasses.replace(cfg.flow, vlm_hidden=64, feature_layers=[0, 1], d_model=32, layers=1, heads=2)
-    cfg = dataclasses.replace(cfg, flow=flow)
-    model = rf.RFModel(vlm, FlowHead(flow))
-    with torch.no_grad():
-        for p in model.vlm.model.language_model.layers[1].parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    ds = rf.Indexed(open_dataset(synthetic_dataset(1, episode_len=40, image_size=64), 32, image_size=64,
-                                 progress=False))
+    cfg, proc, vocab, act_vae, reference, model, ds = tiny_stage_two(act_vae_dir, wrist_dropout=0.5)
+    ds = rf.Indexed(ds)
     cache = ReferenceCache(max_bytes=2 ** 24)
 
     def kl(batch, with_cache, config=cfg):
@@ -251,6 +243,47 @@ def test_a_head_that_reads_the_subtask_trains_and_decodes_it_in_rf_mode(tmp_path
     # RF mode decodes the same subtask as NTP mode (the same greedy decoding), then reads it
     assert pred.subtask and pred.subtask == ntp.subtask
     assert pred.actions.shape == (32, 14) and np.all(np.isfinite(pred.actions))
+
+
+def test_subtask_jitter_reads_a_nearby_frames_subtask_and_scores_only_own_text(act_vae_dir):
+    """``subtask_jitter``: the head reads a subtask drawn within R frames; the text loss skips the drawn-away ones."""
+    from clap_train.data.samples.dataset import collate_samples
+
+    cfg, proc, vocab, act_vae, reference, model, ds = tiny_stage_two(
+        act_vae_dir, subtask_loss=1.0, subtask_jitter=3, flow={"read_subtask": True})
+    near = rf.Indexed(ds, subtask_radius=3)
+    own = [ds[i]["subtask"] for i in range(len(ds))]
+    assert len(set(own)) > 1  # the synthetic episode has phases
+    for i in (0, 1, 17, len(ds) - 1):  # clipped to the episode's first and last frame
+        window = near[i]["subtask_window"]
+        assert window == tuple(own[min(max(j, 0), len(ds) - 1)] for j in range(i - 3, i + 4))
+    boundary = next(i for i in range(1, len(ds)) if own[i] != own[i - 1])  # the first phase change
+    batch = collate_samples([near[boundary], near[boundary - 1]])
+    torch.manual_seed(0)
+    drawn = rf.jittered_subtasks(batch)
+    torch.manual_seed(0)
+    assert rf.jittered_subtasks(batch) == drawn  # seeded per step by the loop: resume stays exact
+    assert all(t in w for t, w in zip(drawn, batch["subtask_window"]))
+    assert rf.jittered_subtasks(collate_samples([ds[boundary]])) == [own[boundary]]  # no window: its own
+
+    def text_loss(windows):
+        torch.manual_seed(0)
+        fn = rf.rf_km_loss_fn(proc, vocab, act_vae, reference, cfg)
+        return fn(model, {**batch, "subtask_window": windows}, 0)[1]["subtask_loss"]
+
+    mine = [(s,) for s in batch["subtask"]]
+    swapped = [(batch["subtask"][1],), (batch["subtask"][0],)]  # each reads the other phase's text
+    assert text_loss(mine) > 0
+    assert text_loss(swapped) == 0.0  # a text that is not the frame's own is never a label
+    half = [mine[0], swapped[1]]
+    assert 0 < text_loss(half) != text_loss(mine)
+
+
+def test_subtask_jitter_needs_a_head_that_reads_the_subtask():
+    with pytest.raises(ValueError, match="subtask_jitter needs flow.read_subtask"):
+        rf.RFTrainConfig(subtask_jitter=8)
+    with pytest.raises(ValueError, match="subtask_jitter must be >= 0"):
+        rf.RFTrainConfig(subtask_jitter=-1)
 
 
 def test_negative_subtask_loss_is_refused():

@@ -81,8 +81,17 @@ class RFTrainConfig(DataKeys):
     # actions, <|act_start|> included: without it the decoded subtask does not end). KM holds only the action
     # tokens' logits; this keeps the decoded subtask right, which a head with ``flow.read_subtask`` reads; 0: off
     subtask_loss: float = 0.0
+    # frames: in stage 2 the text a ``flow.read_subtask`` head reads is the subtask of a frame drawn up to this
+    # many frames away in the same episode, so that the images, not the decoded text, say when a phase ends
+    # (the decoded text lags at phase boundaries and can hold a phase; e.g. 24 = 0.8 s at 30 Hz); 0: off.
+    # ``subtask_loss`` scores the text only of samples whose drawn text is their own
+    subtask_jitter: int = 0
 
     def __post_init__(self) -> None:
+        if self.subtask_jitter < 0:
+            raise ValueError(f"subtask_jitter must be >= 0, got {self.subtask_jitter}")
+        if self.subtask_jitter and not self.flow.read_subtask:
+            raise ValueError("subtask_jitter needs flow.read_subtask: true (only such a head reads the subtask)")
         if self.vision_aux < 0:
             raise ValueError(f"vision_aux must be >= 0, got {self.vision_aux}")
         if self.vision_aux_grid < 1:
@@ -150,16 +159,16 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
     def reference_pass(enc, inputs) -> torch.Tensor:
         return selected_logits(reference, inputs, enc.predicting(enc.action_mask))
 
-    def reference_logits(batch, enc, inputs, frames, kept, codes, has, dev) -> torch.Tensor:
+    def reference_logits(batch, enc, inputs, frames, kept, subtasks, codes, has, dev) -> torch.Tensor:
         if cache is None:
             return reference_pass(enc, inputs)
-        keys = [(int(i), k) for i, k in zip(batch["sample_index"].tolist(), kept)]
+        keys = [(int(i), k, t) for i, k, t in zip(batch["sample_index"].tolist(), kept, subtasks)]
         found = cache.lookup(keys)
         miss = [b for b, f in enumerate(found) if f is None]
         if miss:
             sub = enc if len(miss) == len(keys) else encode_batch(
                 processor, vocab, [frames[b] for b in miss], [batch["instruction"][b] for b in miss],
-                [batch["subtask"][b] for b in miss], codes[miss].cpu(), [bool(has[b]) for b in miss],
+                [subtasks[b] for b in miss], codes[miss].cpu(), [bool(has[b]) for b in miss],
                 cfg.max_subtask_tokens).to(dev)
             fresh = reference_pass(sub, inputs if sub is enc else pass_inputs(sub))
             for b, part in zip(miss, fresh.split(sub.action_mask[:, 1:].sum(1).tolist())):
@@ -175,7 +184,8 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
             codes, has = batch_codes(act_vae, batch)
             kept = kept_cameras(batch, cfg.wrist_dropout)
             frames = batch_images(batch, kept=kept)
-            enc = encode_batch(processor, vocab, frames, batch["instruction"], batch["subtask"], codes.cpu(),
+            subtasks = jittered_subtasks(batch)
+            enc = encode_batch(processor, vocab, frames, batch["instruction"], subtasks, codes.cpu(),
                                has.tolist(), cfg.max_subtask_tokens).to(dev)
         keep = torch.rand(batch["state"].shape[0], device=dev) >= cfg.state_dropout
         state = batch["state"]
@@ -183,13 +193,15 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
             state = state + cfg.state_noise * torch.randn_like(state)
         inputs = pass_inputs(enc)
         read = enc.flow_context(unwrap(model).head.config.read_subtask)
-        # with subtask_loss, every target token: the subtask, the <|act_start|> that ends it, the actions, ...
-        scored = enc.target_mask if cfg.subtask_loss > 0 else enc.action_mask
+        # with subtask_loss, every target token of the samples that carry their own subtask: the subtask, the
+        # <|act_start|> that ends it, the actions, ...; of the others (subtask_jitter), the actions only
+        own = torch.tensor([a == b for a, b in zip(subtasks, batch["subtask"])], device=dev)[:, None]
+        scored = enc.action_mask | (enc.target_mask & own) if cfg.subtask_loss > 0 else enc.action_mask
         logits, l_rf = model(inputs, read, batch["action"], state, batch["action_pad"], keep, enc.predicting(scored))
         loss, metrics = l_rf, {"rf_loss": float(l_rf.detach())}
         if cfg.subtask_loss > 0:  # keep the text's decoding (KM below holds the action tokens only)
             is_action = enc.action_mask[:, 1:][scored[:, 1:]]  # among the scored positions
-            labels = enc.inputs["input_ids"][:, 1:][(enc.target_mask & ~enc.action_mask)[:, 1:]]
+            labels = enc.inputs["input_ids"][:, 1:][(scored & ~enc.action_mask)[:, 1:]]
             l_sub = (torch.nn.functional.cross_entropy(logits[~is_action].float(), labels) if labels.numel()
                      else logits.sum() * 0.0)
             loss = loss + cfg.subtask_loss * l_sub
@@ -202,7 +214,7 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
         if cfg.alpha == 0:  # direct fine-tuning: no reference pass
             return loss, {**metrics, "kl": 0.0}
         with torch.no_grad(), record_function("km_reference"):
-            ref = reference_logits(batch, enc, inputs, frames, kept, codes, has, dev)
+            ref = reference_logits(batch, enc, inputs, frames, kept, subtasks, codes, has, dev)
         kl = reverse_kl(logits, ref)
         loss = loss + cfg.alpha * kl
         metrics["kl"] = float(kl.detach())
@@ -213,17 +225,34 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
     return loss_fn
 
 
-class Indexed(torch.utils.data.Dataset):
-    """A dataset whose samples also carry their index (``sample_index``: the KM reference cache's key)."""
+def jittered_subtasks(batch: dict[str, Any]) -> list[str]:
+    """Each sample's subtask, or with ``subtask_window`` (``Indexed``'s ``subtask_radius``) one drawn from it.
 
-    def __init__(self, base):
-        self.base = base
+    The draw uses torch's generator, which the loop seeds per step: resume stays exact.
+    """
+    if "subtask_window" not in batch:
+        return list(batch["subtask"])
+    return [w[int(torch.randint(len(w), ()))] for w in batch["subtask_window"]]
+
+
+class Indexed(torch.utils.data.Dataset):
+    """A dataset whose samples also carry their index (``sample_index``: the KM reference cache's key).
+
+    ``subtask_radius`` > 0: samples also carry ``subtask_window``, the subtask of every frame within that many
+    frames of theirs in their episode (``subtask_jitter``).
+    """
+
+    def __init__(self, base, subtask_radius: int = 0):
+        self.base, self.subtask_radius = base, subtask_radius
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {**self.base[i], "sample_index": int(i)}
+        sample = {**self.base[i], "sample_index": int(i)}
+        if self.subtask_radius:
+            sample["subtask_window"] = self.base.subtasks_around(i, self.subtask_radius)
+        return sample
 
 
 def robot_only(dataset):
@@ -305,7 +334,8 @@ def train(job: Prepared, options: RunOptions) -> int:
             save_policy(run_dir / "exports" / f"step-{step:06d}", meta, m.vlm, processor, act_vae, space, m.head)
 
     cache = ReferenceCache(cfg.km_cache_mb * 2 ** 20) if cfg.km_cache_mb > 0 else None
-    s2 = Stage(name="rf_stage2", model=model, dataset=Indexed(robot_only(job.dataset)), collate_fn=collate_samples,
+    s2 = Stage(name="rf_stage2", model=model, dataset=Indexed(robot_only(job.dataset), cfg.subtask_jitter),
+               collate_fn=collate_samples,
                loss_fn=rf_km_loss_fn(processor, vocab, act_vae, reference, cfg, cache), param_groups=groups,
                snapshot=export_intermediate)
     r2 = run_loop(s2, cfg.stage2, run_dir / "stage2", resume=options.resume, progress=progress, stop_after=stop2)

@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from scipy.signal import filtfilt, firwin
 from scipy.spatial.transform import Rotation
 
 from clap_train.data.layout import DEFAULT_LAYOUT, EULER, ArmSlices
@@ -77,6 +76,8 @@ def lowpass_episode(episode: np.ndarray, chunk_len: int, euler_indices: Sequence
     pose = pose_indices(euler)
     padded = np.concatenate([np.repeat(a[:1], H, 0), a, np.repeat(a[-1:], 2 * H, 0)])
     padded[:, euler] = np.unwrap(padded[:, euler], axis=0)
+    from scipy.signal import filtfilt, firwin  # here: importing scipy.signal costs ~1 s in every process
+
     padded[:, pose] = filtfilt(firwin(taps, cutoff_hz, fs=rate_hz, window="hamming"), [1.0], padded[:, pose], axis=0)
     return padded
 

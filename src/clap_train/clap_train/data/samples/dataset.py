@@ -255,6 +255,13 @@ class ClapDataset(Dataset):
         return reader.get(self._first_frame(key, ep) + frame)
 
     # -- samples --------------------------------------------------------------------------
+    def subtasks_around(self, i: int, radius: int) -> tuple[str, ...]:
+        """The subtask text of frames ``i - radius .. i + radius`` of frame ``i``'s episode (clipped to its ends)."""
+        ep = int(self._ep[int(i)])
+        rows = np.clip(np.arange(int(i) - radius, int(i) + radius + 1), self._start[ep],
+                       self._start[ep] + self._length[ep] - 1)
+        return tuple(self.subtasks[k] if self.subtasks else "" for k in self._subtask[rows])
+
     def raw(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Frame ``i``'s state [D], action chunk [H, D] (robot units, state's Euler branch) and padding."""
         if not self.is_robot:

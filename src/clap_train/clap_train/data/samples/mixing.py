@@ -111,6 +111,10 @@ class DatasetMix(Dataset):
         k, j = self.locate(i)
         return self.parts[k].raw(j)
 
+    def subtasks_around(self, i: int, radius: int) -> tuple[str, ...]:
+        k, j = self.locate(i)
+        return self.parts[k].subtasks_around(j, radius)
+
     @property
     def action_space(self):
         return self.parts[0].action_space

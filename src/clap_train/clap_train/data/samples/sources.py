@@ -202,6 +202,9 @@ class TokenTargets(Dataset):
             sample["action_tokens"] = torch.full((self.num_queries,), -1, dtype=torch.long)
         return sample
 
+    def subtasks_around(self, i: int, radius: int) -> tuple[str, ...]:
+        return self.base.subtasks_around(i, radius)
+
 
 def open_mixed(sources: Sources, cfg: Any, chunk_len: int, image_size: int, num_queries: int,
                space: ActionSpace | None, human: bool = True, progress: bool = True) -> tuple[Dataset, ActionSpace]:
