@@ -358,6 +358,7 @@ def ntp_loss_fn(processor: VLMProcessor, vocab: ActionVocab, act_vae, wrist_drop
     ``vision_aux`` > 0 adds that weight times the colour-saliency loss of the model's ``aux`` head
     (``clap_train.models.vision_aux``).
     """
+    from clap_train.models.vision_aux import add_vision_aux
     from clap_train.models.vlm import MRopePositions
     from clap_train.train.loop import unwrap
 
@@ -377,10 +378,7 @@ def ntp_loss_fn(processor: VLMProcessor, vocab: ActionVocab, act_vae, wrist_drop
             hit = logits[is_action].argmax(-1) == enc.inputs["input_ids"][:, 1:][enc.action_mask[:, 1:]]
             acc = float(hit.float().mean()) if hit.numel() else 0.0
         metrics = {"action_token_acc": acc}
-        if vision_aux > 0:
-            aux = unwrap(model).aux.loss(frames)
-            loss = loss + vision_aux * aux
-            metrics["vision_aux_loss"] = float(aux.detach())
+        loss = add_vision_aux(loss, metrics, unwrap(model).aux, frames, vision_aux)
         return loss, metrics
 
     return loss_fn

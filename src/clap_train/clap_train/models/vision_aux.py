@@ -21,11 +21,38 @@ target on transfer cube"), and ``grid`` > 1 (cells inside each region) places it
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+@dataclasses.dataclass
+class VisionAuxKeys:
+    """The target's config keys, shared by the CLAP-NTP and CLAP-RF configs (they inherit them)."""
+
+    # weight of the colour-saliency target on the merged vision tokens (in both RF stages); 0: off
+    vision_aux: float = 0.0
+    # cells per side inside each merged token's region (1: one value per token; 4: where in the region the
+    # colour is, at 8 px in a 64 px frame)
+    vision_aux_grid: int = 1
+
+    def __post_init__(self) -> None:
+        if self.vision_aux < 0:
+            raise ValueError(f"vision_aux must be >= 0, got {self.vision_aux}")
+        if self.vision_aux_grid < 1:
+            raise ValueError(f"vision_aux_grid must be >= 1, got {self.vision_aux_grid}")
+
+
+def add_vision_aux(loss: torch.Tensor, metrics: dict, aux: VisionAux, frames, weight: float) -> torch.Tensor:
+    """``loss`` plus ``weight`` times ``aux``'s loss on ``frames`` (reported as ``vision_aux_loss``); 0: ``loss``."""
+    if weight <= 0:
+        return loss
+    term = aux.loss(frames)
+    metrics["vision_aux_loss"] = float(term.detach())
+    return loss + weight * term
 
 
 def region_px(vlm) -> int:

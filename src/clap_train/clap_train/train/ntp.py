@@ -28,14 +28,14 @@ from clap_train.data.samples.sources import DataKeys, Sources, open_mixed
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.ntp import ntp_loss_fn
 from clap_train.models.pretrained import Backbone, load_act_vae, load_backbone
-from clap_train.models.vision_aux import VisionAux
+from clap_train.models.vision_aux import VisionAux, VisionAuxKeys
 from clap_train.models.vlm import VLMConfig
 from clap_train.train.loop import LoopConfig, Stage, is_main_process, run_loop
 from clap_train.train.runner import RunOptions, StageSpec
 
 
 @dataclasses.dataclass
-class NTPTrainConfig(DataKeys):
+class NTPTrainConfig(DataKeys, VisionAuxKeys):
     """``clap train ntp`` settings."""
 
     vlm: VLMConfig = dataclasses.field(default_factory=VLMConfig)
@@ -48,17 +48,9 @@ class NTPTrainConfig(DataKeys):
     human_fraction: float = 0.0  # share of human samples in a batch when human data is given
     max_subtask_tokens: int = 32
     rate_hz: float = 30.0
-    # weight of the label-free colour-saliency target on the merged vision tokens (models/vision_aux.py); 0: off
-    vision_aux: float = 0.0
-    # cells per side inside each merged token's region for that target (1: one value per token; 4: where in
-    # the region the colour is, at 8 px in a 64 px frame)
-    vision_aux_grid: int = 1
 
     def __post_init__(self) -> None:
-        if self.vision_aux < 0:
-            raise ValueError(f"vision_aux must be >= 0, got {self.vision_aux}")
-        if self.vision_aux_grid < 1:
-            raise ValueError(f"vision_aux_grid must be >= 1, got {self.vision_aux_grid}")
+        super().__post_init__()
         if not 0.0 <= self.wrist_dropout < 1.0:
             raise ValueError(f"wrist_dropout must be in [0, 1), got {self.wrist_dropout}")
         if not 0.0 <= self.human_fraction < 1.0:

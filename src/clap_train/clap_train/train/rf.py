@@ -37,7 +37,7 @@ from clap_train.models.knowledge_matching import ReferenceCache, reverse_kl
 from clap_train.models.ntp import batch_codes, batch_images, encode_batch, kept_cameras, ntp_loss_fn
 from clap_train.models.pretrained import Backbone, load_act_vae, load_backbone
 from clap_train.models.lora import LORA_TARGETS, add_lora, merge_lora
-from clap_train.models.vision_aux import VisionAux
+from clap_train.models.vision_aux import VisionAux, VisionAuxKeys, add_vision_aux
 from clap_train.models.vlm import (
     MRopePositions, VLMConfig, VLMProcessor, capture_layers, hidden_size, num_text_layers, selected_logits,
 )
@@ -46,7 +46,7 @@ from clap_train.train.runner import RunOptions, StageSpec
 
 
 @dataclasses.dataclass
-class RFTrainConfig(DataKeys):
+class RFTrainConfig(DataKeys, VisionAuxKeys):
     """``clap train rf`` settings (defaults: Table IX)."""
 
     init: str | None = None  # NTP policy directory to start from (clap train ntp's RUN_DIR/policy)
@@ -72,11 +72,6 @@ class RFTrainConfig(DataKeys):
     export_every: int = 0  # stage-2 steps between intermediate policies in RUN_DIR/exports/ (0 = none)
     max_subtask_tokens: int = 32
     rate_hz: float = 30.0
-    # weight of the colour-saliency target on the merged vision tokens in both stages (models/vision_aux.py); 0: off
-    vision_aux: float = 0.0
-    # cells per side inside each merged token's region for that target (1: one value per token; 4: where in
-    # the region the colour is, at 8 px in a 64 px frame)
-    vision_aux_grid: int = 1
     # weight of the cross-entropy of the target's text in stage 2 (the subtask and the markers around the
     # actions, <|act_start|> included: without it the decoded subtask does not end). KM holds only the action
     # tokens' logits; this keeps the decoded subtask right, which a head with ``flow.read_subtask`` reads; 0: off
@@ -88,14 +83,11 @@ class RFTrainConfig(DataKeys):
     subtask_jitter: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.subtask_jitter < 0:
             raise ValueError(f"subtask_jitter must be >= 0, got {self.subtask_jitter}")
         if self.subtask_jitter and not self.flow.read_subtask:
             raise ValueError("subtask_jitter needs flow.read_subtask: true (only such a head reads the subtask)")
-        if self.vision_aux < 0:
-            raise ValueError(f"vision_aux must be >= 0, got {self.vision_aux}")
-        if self.vision_aux_grid < 1:
-            raise ValueError(f"vision_aux_grid must be >= 1, got {self.vision_aux_grid}")
         if self.subtask_loss < 0:
             raise ValueError(f"subtask_loss must be >= 0, got {self.subtask_loss}")
         if self.alpha < 0:
@@ -207,10 +199,7 @@ def rf_km_loss_fn(processor, vocab, act_vae, reference, cfg: RFTrainConfig, cach
             loss = loss + cfg.subtask_loss * l_sub
             metrics["subtask_loss"] = float(l_sub.detach())
             logits = logits[is_action]
-        if cfg.vision_aux > 0:
-            aux = unwrap(model).aux.loss(frames)
-            loss = loss + cfg.vision_aux * aux
-            metrics["vision_aux_loss"] = float(aux.detach())
+        loss = add_vision_aux(loss, metrics, unwrap(model).aux, frames, cfg.vision_aux)
         if cfg.alpha == 0:  # direct fine-tuning: no reference pass
             return loss, {**metrics, "kl": 0.0}
         with torch.no_grad(), record_function("km_reference"):
