@@ -2,7 +2,7 @@
 
 Decoding H.264 per training sample costs ~60 ms for three cameras (seek to a keyframe, decode
 up to 7 more frames, resize), which makes training input-bound on a CPU. The cache decodes each
-video file once, sequentially, resizes every frame with :func:`~clap_train.data.images.resize_rgb`
+video file once (files side by side, one thread per usable CPU), resizes every frame with :func:`~clap_train.data.images.resize_rgb`
 (the function the live node uses, so training sees the pixels deployment sees) and stores them
 in one uint8 array ``[frames, cameras, S, S, 3]`` that is memory-mapped (``numpy.memmap``): the
 OS page cache shares it between DataLoader workers and a sample costs a copy.
@@ -25,10 +25,12 @@ import json
 import os
 import pathlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import av
 import numpy as np
 
+from clap_train.cpus import available_cpus
 from clap_train.data.images import resize_rgb
 
 FORMAT = "clap-frame-cache/1"
@@ -121,7 +123,9 @@ def _build(root: pathlib.Path, where: pathlib.Path, name: str, shape: tuple[int,
         jobs = [(k, path, eps) for k, cam in enumerate(cameras) for path, eps in videos(cam)]
         bar = tqdm(total=shape[0] * shape[1], desc=f"frame cache {size}px", unit="frame",
                    disable=not progress, dynamic_ncols=True)
-        for k, path, eps in jobs:
+
+        def decode(k: int, path: pathlib.Path, eps) -> None:
+            """Decode one video file into its rows of camera ``k`` (files write disjoint rows)."""
             # frame index within the file -> dataset rows that show it
             wanted: dict[int, list[int]] = {}
             for first_row, first_frame, count in eps:
@@ -148,6 +152,17 @@ def _build(root: pathlib.Path, where: pathlib.Path, name: str, shape: tuple[int,
                 missing = sorted(wanted)[:5]
                 raise ValueError(f"{path}: frames {missing} (and {max(0, len(wanted) - 5)} more) that the "
                                  f"episode table names are not in the video")
+
+        # Decoding and resizing release the GIL: one thread per usable CPU decodes files side by side.
+        with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), available_cpus()))) as pool:
+            futures = [pool.submit(decode, *job) for job in jobs]
+            try:
+                for done in futures:
+                    done.result()  # the first file that fails raises here
+            except BaseException:
+                for f in futures:
+                    f.cancel()  # the files not started yet
+                raise
         bar.close()
         if not filled.all():
             r, k = np.argwhere(~filled)[0]
