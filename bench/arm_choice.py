@@ -1,11 +1,14 @@
-"""Coloured cubes: which arm each evaluated episode moves first, against the arm the task needs.
+"""Coloured cubes: which arm each evaluated episode moves first, and where its grasp lands.
 
     clap sim eval --task coloured_cubes --lockstep --save-steps --out DIR ...
-    python bench/arm_choice.py DIR
+    python bench/arm_choice.py DIR [DIR ...]
 
 Reads DIR/eval.json and DIR/steps_NNN.npz (``--save-steps``). An episode's arm is the one whose
-commanded z drops more in the first 3 s (60 ticks at 20 Hz); the task's arm is the scene spec's
-(the named cube's side). Prints one row per episode and the count that moved the task's arm.
+commanded z drops more in its first 60 ticks; the task's arm is the scene spec's (the named cube's
+side). The grasp point is the task arm's commanded position at its lowest z between ticks 40 and
+110 (the demonstrator lowers to the cube by tick 72 and has closed by 93); its reach error is that
+point's xy distance to the named cube's centre (the cube is 40 mm wide). Prints one row per episode,
+the count that moved the task's arm, and success by reach error over every DIR given.
 """
 
 from __future__ import annotations
@@ -16,28 +19,49 @@ import sys
 
 import numpy as np
 
+BINS_MM = (0, 10, 15, 20, 30, np.inf)
 
-def main(argv: list[str] | None = None) -> int:
+
+def episodes(folder: pathlib.Path):
+    """(seed, task arm, arm moved first, max reward, success, reach error mm, grasp height m) per episode."""
     from clap_sim.tasks import TASKS
     from clap_train.data.layout import DEFAULT_LAYOUT
 
-    folder = pathlib.Path((argv or sys.argv[1:])[0])
     ev = json.loads((folder / "eval.json").read_text())
     task = TASKS[ev["task"]]()
-    rows = []
     for e in ev["per_episode"]:
         spec = task.sample(e["seed"])
-        target = np.load(folder / f"steps_{e['episode']:03d}.npz")["target"][:60]
+        target = np.load(folder / f"steps_{e['episode']:03d}.npz")["target"]
         drop = {}
         for arm in ("left", "right"):
             z = DEFAULT_LAYOUT.arm(arm).index("z")
-            drop[arm] = target[0, z] - target[:, z].min()
+            drop[arm] = target[0, z] - target[:60, z].min()
         moved = "left" if drop["left"] > drop["right"] else "right"
-        rows.append((e["seed"], spec.extra["arm"], moved, e["max_reward"]))
-        print(*rows[-1])
-    right = sum(task_arm == moved for _, task_arm, moved, _ in rows)
-    print(f"the task's arm moved first: {right}/{len(rows)}; touched the named cube: "
-          f"{sum(r[3] >= 1 for r in rows)}/{len(rows)}")
+        arm = DEFAULT_LAYOUT.arm(spec.extra["arm"])
+        xyz = target[40:110, [arm.index(k) for k in ("x", "y", "z")]]
+        low = xyz[int(np.argmin(xyz[:, 2]))]
+        cube = spec.objects[f"{spec.extra['target']}_box_joint"][:2]
+        reach = float(np.linalg.norm(low[:2] - cube) * 1000)
+        yield e["seed"], spec.extra["arm"], moved, e["max_reward"], bool(e["success"]), reach, float(low[2])
+
+
+def main(argv: list[str] | None = None) -> int:
+    rows = []
+    for folder in argv or sys.argv[1:]:
+        print(f"{folder}\nseed task_arm moved_first max_reward success reach_mm grasp_z_m")
+        own = list(episodes(pathlib.Path(folder)))
+        for seed, task_arm, moved, reward, ok, reach, z in own:
+            print(seed, task_arm, moved, reward, int(ok), f"{reach:.1f}", f"{z:.3f}")
+        right = sum(r[1] == r[2] for r in own)
+        print(f"the task's arm moved first: {right}/{len(own)}; touched the named cube: "
+              f"{sum(r[3] >= 1 for r in own)}/{len(own)}; median reach error "
+              f"{np.median([r[5] for r in own]):.1f} mm\n")
+        rows += own
+    reach, ok = np.array([r[5] for r in rows]), np.array([r[4] for r in rows])
+    print("reach error | success")
+    for lo, hi in zip(BINS_MM[:-1], BINS_MM[1:]):
+        m = (reach >= lo) & (reach < hi)
+        print(f"{lo:g}-{hi:g} mm | {int(ok[m].sum())}/{int(m.sum())}")
     return 0
 
 
