@@ -7,7 +7,8 @@ ticks that passed while the model ran are skipped, so execution stays aligned wi
 
 - ``open_loop``: the newest chunk replaces the plan (what naive runners do; jumps at boundaries).
 - ``temporal_ensemble``: ACT (Zhao et al. 2023): each tick averages every prediction made for it,
-  weights ``exp(-m * i)`` with i = 0 the oldest prediction; Euler angles are unwrapped against the
+  weights ``exp(-m * i)`` with i = 0 the oldest prediction (m > 0, ACT's 0.01: the oldest weigh most;
+  m < 0: the newest, so a change of plan shows sooner); Euler angles are unwrapped against the
   oldest prediction before averaging and re-wrapped after.
 - ``rtc``: real-time chunking (Black et al. 2025): executes like open-loop, and hands the policy
   the not-yet-executed rest of the current plan (``prefix_for``) plus the inference delay in
@@ -47,8 +48,8 @@ class ExecutorConfig:
         if not 1 <= self.replan_every <= self.chunk_len:
             raise ValueError(
                 f"replan_every ({self.replan_every}) must be in [1, chunk_len={self.chunk_len}]")
-        if self.ensemble_m < 0:
-            raise ValueError(f"ensemble_m must be >= 0, got {self.ensemble_m}")
+        if not math.isfinite(self.ensemble_m):
+            raise ValueError(f"ensemble_m must be finite, got {self.ensemble_m}")
         if any(not 0 <= d < self.action_dim for d in self.angle_dims):
             raise ValueError(f"angle_dims {self.angle_dims} outside action_dim {self.action_dim}")
 

@@ -14,6 +14,7 @@ the lock-step rollout (clap_sim/rollout.py) builds the node's executor and safet
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 from clap_train.data.contract import Contract, load_contract
@@ -52,8 +53,9 @@ class NodeParams:
     control_rate_hz: float = _param(30.0, True, "rate of the target/gripper commands")
     replan_every: int = _param(1, True, "control ticks between new chunks (execution horizon; 1: a new "
                                         "chunk whenever the last inference is done)")
-    ensemble_m: float = _param(0.01, False, "temporal ensembling weight decay m in exp(-m*i)",
-                               lambda v: v >= 0)
+    ensemble_m: float = _param(0.01, False, "temporal ensembling weight m in exp(-m*i), i = 0 the oldest "
+                               "prediction (> 0: the oldest weigh most, as ACT; < 0: the newest)",
+                               math.isfinite)
     warmup_chunks: int = _param(1, True, "first chunks whose delay is not counted (cold start)")
     sync_slop: float = _param(0.02, False, "max spread of the stamps of one camera set (s)",
                               lambda v: v >= 0)

@@ -23,8 +23,8 @@ def test_open_loop_replaces_plan_time_aligned():
     assert ex.action_at(10) is None  # plan exhausted
 
 
-def test_temporal_ensemble_uses_act_weights():
-    m = 0.5
+@pytest.mark.parametrize("m", [0.5, -0.5])
+def test_temporal_ensemble_uses_act_weights(m):
     ex = ChunkExecutor(ExecutorConfig(mode="temporal_ensemble", chunk_len=8, replan_every=1,
                                       ensemble_m=m))
     ex.add_chunk(chunk(0.0), start_step=0)
@@ -32,8 +32,15 @@ def test_temporal_ensemble_uses_act_weights():
     ex.add_chunk(chunk(2.0), start_step=2)
     w = np.exp(-m * np.arange(3))
     assert ex.action_at(2)[0] == pytest.approx((w * [0, 1, 2]).sum() / w.sum())
+    # m > 0 (ACT) leans to the oldest prediction, m < 0 to the newest
+    assert (ex.action_at(2)[0] < 1.0) == (m > 0)
     assert ex.action_at(0)[0] == 0.0  # only the first chunk covers tick 0
     assert ex.action_at(9)[0] == 2.0  # only the last chunk covers tick 9
+
+
+def test_ensemble_weight_must_be_finite():
+    with pytest.raises(ValueError, match="ensemble_m must be finite"):
+        ExecutorConfig(mode="temporal_ensemble", ensemble_m=float("nan"))
 
 
 def test_temporal_ensemble_averages_angles_across_the_wrap():

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chunk executor (default: the node's parameter; open_loop with --lockstep)")
     p.add_argument("--replan-every", type=int, default=None,
                    help="control ticks between chunks (default: the node's parameter; 8 with --lockstep)")
+    p.add_argument("--ensemble-m", type=float, default=None,
+                   help="temporal ensembling weight m in exp(-m*i), i = 0 the oldest prediction (default: the "
+                        "node's parameter, 0.01 as ACT; < 0 weighs the newest most)")
     p.add_argument("--lockstep", action="store_true",
                    help="no node, no DDS: the policy runs in this process and the sim waits for it")
     p.add_argument("--repeat-seed", action="store_true",

@@ -47,7 +47,8 @@ def run_lockstep(args) -> dict:
             t0 = time.monotonic()
             r = rollout(policy, task, scene, seed, mode=args.mode, executor=executor, replan_every=replan,
                         max_steps=args.steps, early_stop=not args.no_early_stop,
-                        keep_frames=(i == 0 and not args.no_video), noise_seed=noise_seed)
+                        keep_frames=(i == 0 and not args.no_video), noise_seed=noise_seed,
+                        ensemble_m=args.ensemble_m)
             first = first or r
             if args.save_steps:
                 save_steps(out / f"steps_{i:03d}.npz", np.arange(len(r.state)) / rate, r.state, r.target, r.reward)

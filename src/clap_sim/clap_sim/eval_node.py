@@ -91,6 +91,8 @@ def start_policy_node(args, out: Path) -> tuple[subprocess.Popen, Path]:
         params["executor"] = args.executor
     if args.replan_every:
         params["replan_every"] = int(args.replan_every)
+    if args.ensemble_m is not None:
+        params["ensemble_m"] = float(args.ensemble_m)
     files = [client.write_params(out / "policy_params.yaml", params)]
     if args.params_file is not None:
         if not args.params_file.is_file():

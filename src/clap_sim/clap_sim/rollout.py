@@ -49,9 +49,11 @@ class Rollout:
 
 
 def control_path(policy, instruction: str, executor: str, replan_every: int, rate_hz: float,
-                 seed: int = 0) -> tuple[RunState, ControlLoop]:
+                 seed: int = 0, ensemble_m: float | None = None) -> tuple[RunState, ControlLoop]:
     """The node's plan and control loop for ``policy``, as the node configures them (default parameters)."""
     params = NodeParams(executor=executor, replan_every=replan_every, control_rate_hz=float(rate_hz), seed=seed)
+    if ensemble_m is not None:
+        params = dataclasses.replace(params, ensemble_m=float(ensemble_m))
     state = RunState(instruction=instruction, seed=seed)
     state.executor = ChunkExecutor(params.executor_config(policy.chunk_len, policy.action_dim, LAYOUT))
     state.from_measured = True  # an episode starts: the first command starts from the measured pose
@@ -61,14 +63,15 @@ def control_path(policy, instruction: str, executor: str, replan_every: int, rat
 def rollout(policy, task: Task, scene: BimanualScene, seed: int, *, mode: str = "rf",
             executor: str = "open_loop", replan_every: int = 8, max_steps: int | None = None,
             use_state: bool = True, early_stop: bool = True, keep_frames: bool = False,
-            noise_seed: int = 0) -> Rollout:
+            noise_seed: int = 0, ensemble_m: float | None = None) -> Rollout:
     """Run one seeded episode of ``task`` with ``policy`` (a ``ClapPolicy``) in lock-step.
 
     The flow noise of the k-th prediction is seeded with (noise_seed, seed, k).
     """
     spec = task.reset(scene, seed)
     steps = max_steps or int(round(task.episode_seconds * scene.rate_hz))
-    run, control = control_path(policy, spec.instruction, executor, replan_every, scene.rate_hz)
+    run, control = control_path(policy, spec.instruction, executor, replan_every, scene.rate_hz,
+                                ensemble_m=ensemble_m)
     plan = run.executor
     shape = (plan.config.chunk_len, plan.config.action_dim)
     states, targets, chunks, frames, rewards = [], [], [], [], []
