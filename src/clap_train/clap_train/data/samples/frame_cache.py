@@ -2,10 +2,11 @@
 
 Decoding H.264 per training sample costs ~60 ms for three cameras (seek to a keyframe, decode
 up to 7 more frames, resize), which makes training input-bound on a CPU. The cache decodes each
-video file once (files side by side, one thread per usable CPU), resizes every frame with :func:`~clap_train.data.images.resize_rgb`
-(the function the live node uses, so training sees the pixels deployment sees) and stores them
-in one uint8 array ``[frames, cameras, S, S, 3]`` that is memory-mapped (``numpy.memmap``): the
-OS page cache shares it between DataLoader workers and a sample costs a copy.
+video file once (files side by side, one thread per usable CPU), resizes every frame with
+:func:`~clap_train.data.images.resize_rgb` (the function the live node uses, so training sees the
+pixels deployment sees) and stores them in one uint8 array ``[frames, cameras, S, S, 3]`` that is
+memory-mapped (``numpy.memmap``): the OS page cache shares it between DataLoader workers and a
+sample costs a copy.
 
 Files, in ``<dataset>/cache/`` (or ``$CLAP_CACHE_DIR/<name>-<hash>/`` when the dataset folder is
 read-only or the variable is set)::
@@ -124,8 +125,8 @@ def _build(root: pathlib.Path, where: pathlib.Path, name: str, shape: tuple[int,
         bar = tqdm(total=shape[0] * shape[1], desc=f"frame cache {size}px", unit="frame",
                    disable=not progress, dynamic_ncols=True)
 
-        def decode(k: int, path: pathlib.Path, eps) -> None:
-            """Decode one video file into its rows of camera ``k`` (files write disjoint rows)."""
+        def decode(dest: np.memmap, k: int, path: pathlib.Path, eps) -> None:
+            """Decode one video file into its rows of camera ``k`` in ``dest`` (files write disjoint rows)."""
             # frame index within the file -> dataset rows that show it
             wanted: dict[int, list[int]] = {}
             for first_row, first_frame, count in eps:
@@ -143,7 +144,7 @@ def _build(root: pathlib.Path, where: pathlib.Path, name: str, shape: tuple[int,
                             continue
                         img = resize_rgb(frame.to_ndarray(format="rgb24"), size, size)
                         for r in rows:
-                            out[r, k] = img
+                            dest[r, k] = img
                             filled[r, k] = True
                         bar.update(len(rows))
             except av.error.FFmpegError as exc:
@@ -155,7 +156,7 @@ def _build(root: pathlib.Path, where: pathlib.Path, name: str, shape: tuple[int,
 
         # Decoding and resizing release the GIL: one thread per usable CPU decodes files side by side.
         with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), available_cpus()))) as pool:
-            futures = [pool.submit(decode, *job) for job in jobs]
+            futures = [pool.submit(decode, out, *job) for job in jobs]
             try:
                 for done in futures:
                     done.result()  # the first file that fails raises here
