@@ -6,8 +6,8 @@
 A small model's training steps (a 3-layer MLP at the Act-VAE's width, batch 64: operator-bound as
 every CLAP stage here is) run in a fresh process per setting, so that OpenMP reads the setting at
 start: torch's threads = the usable CPUs, with ``OMP_WAIT_POLICY`` ACTIVE (threads spin while they
-wait, what libgomp does first by default), unset (libgomp's default) and PASSIVE (what
-``import clap_train`` sets); and one thread. Each runs on a quiet machine and beside ``--hogs``
+wait, what libgomp does first by default), unset (libgomp's default) and PASSIVE (threads sleep);
+and one thread. Each runs on a quiet machine and beside ``--hogs``
 busy-looping processes (what ``make test`` or a second training is to the demo). Prints steps/s per
 setting and each setting's ratio to PASSIVE, measured in this run; writes bench/out/busy_machine.json.
 """

@@ -45,17 +45,3 @@ def test_torch_threads_lowered_to_the_budget_never_raised(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "8")  # the user's choice stands
     chosen = FakeTorch(8)
     assert cpus.limit_torch_threads(chosen) == 8 and chosen.threads == 8
-
-
-def test_torch_threads_wait_passively_unless_the_user_chose_otherwise():
-    """``import clap_train`` sets OMP_WAIT_POLICY=PASSIVE before torch starts OpenMP; a user's value wins."""
-    import subprocess
-    import sys
-
-    probe = "import os, clap_train, torch; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "PASSIVE"
-    out = subprocess.run([sys.executable, "-c", probe], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
-                         capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "ACTIVE"
