@@ -51,9 +51,9 @@ class Rollout:
 def control_path(policy, instruction: str, executor: str, replan_every: int, rate_hz: float,
                  seed: int = 0, ensemble_m: float | None = None) -> tuple[RunState, ControlLoop]:
     """The node's plan and control loop for ``policy``, as the node configures them (default parameters)."""
-    params = NodeParams(executor=executor, replan_every=replan_every, control_rate_hz=float(rate_hz), seed=seed)
-    if ensemble_m is not None:
-        params = dataclasses.replace(params, ensemble_m=float(ensemble_m))
+    weights = {} if ensemble_m is None else {"ensemble_m": float(ensemble_m)}  # else the node's default
+    params = NodeParams(executor=executor, replan_every=replan_every, control_rate_hz=float(rate_hz), seed=seed,
+                        **weights)
     state = RunState(instruction=instruction, seed=seed)
     state.executor = ChunkExecutor(params.executor_config(policy.chunk_len, policy.action_dim, LAYOUT))
     state.from_measured = True  # an episode starts: the first command starts from the measured pose
