@@ -7,8 +7,10 @@ Reads DIR/eval.json and DIR/steps_NNN.npz (``--save-steps``). An episode's arm i
 commanded z drops more in its first 60 ticks; the task's arm is the scene spec's (the named cube's
 side). The grasp point is the task arm's commanded position at its lowest z between ticks 40 and
 110 (the demonstrator lowers to the cube by tick 72 and has closed by 93); its reach error is that
-point's xy distance to the named cube's centre (the cube is 40 mm wide). Prints one row per episode,
-the count that moved the task's arm, and success by reach error over every DIR given.
+point's xy distance to the named cube's centre (the cube is 40 mm wide), and its height the grasp
+height (the demonstrator's is 35 mm). Prints one row per episode, the count that moved the task's
+arm, and, over every DIR given, success by reach error and, per task arm, success and the episodes
+whose gripper stopped above ``HIGH_M``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import numpy as np
 
 BINS_MM = (0, 10, 15, 20, 30, np.inf)
+HIGH_M = 0.04  # a grasp point above this stops short of the cube (the demonstrator's is at 0.035 m)
 
 
 def episodes(folder: pathlib.Path):
@@ -62,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     for lo, hi in zip(BINS_MM[:-1], BINS_MM[1:]):
         m = (reach >= lo) & (reach < hi)
         print(f"{lo:g}-{hi:g} mm | {int(ok[m].sum())}/{int(m.sum())}")
+    print(f"\ntask arm | success | grasp point above {HIGH_M * 1000:g} mm")
+    for arm in ("left", "right"):
+        own = [r for r in rows if r[1] == arm]
+        print(f"{arm} | {sum(r[4] for r in own)}/{len(own)} | {sum(r[6] > HIGH_M for r in own)}/{len(own)}")
     return 0
 
 
