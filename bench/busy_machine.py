@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Torch CPU training beside busy processes: OpenMP's wait policy, measured.
 
-    python bench/busy_machine.py [--steps 300] [--hogs 2]
+    python bench/busy_machine.py [--steps 300] [--hogs 2] [--out bench/results/busy_machine.json]
 
 A small model's training steps (a 3-layer MLP at the Act-VAE's width, batch 64: operator-bound as
 every CLAP stage here is) run in a fresh process per setting, so that OpenMP reads the setting at
@@ -9,7 +9,7 @@ start: torch's threads = the usable CPUs, with ``OMP_WAIT_POLICY`` ACTIVE (threa
 wait, what libgomp does first by default), unset (libgomp's default) and PASSIVE (threads sleep);
 and one thread. Each runs on a quiet machine and beside ``--hogs``
 busy-looping processes (what ``make test`` or a second training is to the demo). Prints steps/s per
-setting and each setting's ratio to PASSIVE, measured in this run; writes bench/out/busy_machine.json.
+setting and each setting's ratio to PASSIVE, measured in this run; writes them to ``--out``.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--hogs", type=int, default=available_cpus(), help="busy processes beside the training")
+    p.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "results" / "busy_machine.json")
     args = p.parse_args(argv)
     cpus = available_cpus()
     settings = {"ACTIVE": (cpus, "ACTIVE"), "unset": (cpus, None), "PASSIVE": (cpus, "PASSIVE"),
@@ -69,10 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                 h.kill()
         rates = result["steps_per_s"][load]
         print(f"{load}: " + ", ".join(f"{k} {v:.0f}/s ({v / rates['PASSIVE']:.2f}x PASSIVE)" for k, v in rates.items()))
-    out = ROOT / "bench" / "out" / "busy_machine.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"written: {out}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"written: {args.out}")
     return 0
 
 
