@@ -24,6 +24,7 @@ import dataclasses
 from typing import Any
 
 from clap_train.data.samples.action_space import ActionSpace, load_action_space
+from clap_train.data.samples.mirror import MirrorKeys
 from clap_train.data.samples.sources import DataKeys, Sources, open_mixed
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.ntp import ntp_loss_fn
@@ -35,7 +36,7 @@ from clap_train.train.runner import RunOptions, StageSpec
 
 
 @dataclasses.dataclass
-class NTPTrainConfig(DataKeys, VisionAuxKeys):
+class NTPTrainConfig(DataKeys, VisionAuxKeys, MirrorKeys):
     """``clap train ntp`` settings."""
 
     vlm: VLMConfig = dataclasses.field(default_factory=VLMConfig)
@@ -71,7 +72,7 @@ def prepare(cfg: NTPTrainConfig, sources: Sources, options: RunOptions) -> Prepa
     act_vae = load_act_vae(cfg.act_vae)
     space = load_action_space(cfg.act_vae)
     dataset, space = open_mixed(sources, cfg, act_vae.config.chunk_len, cfg.vlm.image_size,
-                                act_vae.config.num_queries, space, progress=options.progress)
+                                act_vae.config.num_queries, space, progress=options.progress, mirror=cfg.mirror)
     return Prepared(cfg, act_vae, dataset, space)
 
 

@@ -30,6 +30,7 @@ import torch
 from torch.profiler import record_function
 
 from clap_train.data.samples.action_space import ActionSpace, load_action_space
+from clap_train.data.samples.mirror import MirrorKeys
 from clap_train.data.samples.sources import DataKeys, Sources, open_mixed
 from clap_train.models.act_vae import ActVAE
 from clap_train.models.flow_head import FlowHead, FlowHeadConfig, default_feature_layers
@@ -46,7 +47,7 @@ from clap_train.train.runner import RunOptions, StageSpec
 
 
 @dataclasses.dataclass
-class RFTrainConfig(DataKeys, VisionAuxKeys):
+class RFTrainConfig(DataKeys, VisionAuxKeys, MirrorKeys):
     """``clap train rf`` settings (defaults: Table IX)."""
 
     init: str | None = None  # NTP policy directory to start from (clap train ntp's RUN_DIR/policy)
@@ -266,7 +267,7 @@ def prepare(cfg: RFTrainConfig, sources: Sources, options: RunOptions) -> Prepar
     if cfg.init is not None:
         image_size = VLMProcessor.from_pretrained(pathlib.Path(cfg.init) / "vlm").image_size
     dataset, space = open_mixed(sources, cfg, act_vae.config.chunk_len, image_size, act_vae.config.num_queries,
-                                space, progress=options.progress)
+                                space, progress=options.progress, mirror=cfg.mirror)
     return Prepared(cfg, act_vae, dataset, space)
 
 

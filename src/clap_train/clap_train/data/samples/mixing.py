@@ -116,6 +116,10 @@ class DatasetMix(Dataset):
         return self.parts[k].subtasks_around(j, radius)
 
     @property
+    def layout(self):
+        return self.parts[0].layout
+
+    @property
     def action_space(self):
         return self.parts[0].action_space
 

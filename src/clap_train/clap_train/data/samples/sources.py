@@ -207,17 +207,23 @@ class TokenTargets(Dataset):
 
 
 def open_mixed(sources: Sources, cfg: Any, chunk_len: int, image_size: int, num_queries: int,
-               space: ActionSpace | None, human: bool = True, progress: bool = True) -> tuple[Dataset, ActionSpace]:
+               space: ActionSpace | None, human: bool = True, progress: bool = True,
+               mirror: bool = False) -> tuple[Dataset, ActionSpace]:
     """Robot (+ human) datasets as one contract-3 dataset, and the action space of its robot actions.
 
     ``cfg`` gives the data keys and ``human_fraction``. ``space`` is the Act-VAE's; None (an
-    Act-VAE exported without one) keeps the datasets' own absolute space.
+    Act-VAE exported without one) keeps the datasets' own absolute space. ``mirror``: the robot
+    samples are followed by their mirror images (samples/mirror.py).
     """
     robot, _ = open_robot(sources, cfg, chunk_len, image_size, action_space=space, progress=progress)
     space = robot.action_space
+    layout = robot.layout
+    if mirror:
+        from clap_train.data.samples.mirror import Mirrored
+
+        robot = Mirrored(robot, layout)
     if not human or not sources.has_human:
         return TokenTargets(robot, num_queries), space
-    layout = (robot.parts[0] if isinstance(robot, DatasetMix) else robot).layout
     people = open_human(sources, cfg, chunk_len, image_size, seed=cfg.synthetic_seed + 1, layout=layout,
                         tokens=True, progress=progress)
     return MixedDataset(TokenTargets(robot, num_queries), TokenTargets(people, num_queries), cfg.human_fraction), space
