@@ -39,7 +39,6 @@ def rate(dataset, n: int, seed: int = 0) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     from clap_train.cpus import available_cpus
-    from clap_train.data.samples import frame_cache
     from clap_train.data.samples.dataset import ClapDataset
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -67,12 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     for threads in (1, available_cpus()):
         os.environ["CLAP_CACHE_DIR"] = str(args.out / f"cache-{threads}")
         shutil.rmtree(args.out / f"cache-{threads}", ignore_errors=True)
-        frame_cache.available_cpus = lambda n=threads: n
         cached = ClapDataset(ds_root, image_size=args.image_size, frame_cache=True, progress=False)
         t0 = time.perf_counter()
-        cache = cached.frame_cache()
+        cache = cached.frame_cache(threads=threads)
         builds[threads] = time.perf_counter() - t0
-    frame_cache.available_cpus = available_cpus
     build_s = builds[max(builds)]
     cache_rate = rate(cached, args.cache_samples)
     result = {"dataset": str(ds_root), "rows": len(cached), "cameras": len(cache.cameras),

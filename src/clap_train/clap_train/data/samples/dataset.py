@@ -207,12 +207,15 @@ class ClapDataset(Dataset):
         state["_cache"] = None
         return state
 
-    def frame_cache(self) -> FrameCache:
-        """The dataset's frame cache at ``image_size`` (built on first call when missing or stale)."""
+    def frame_cache(self, threads: int | None = None) -> FrameCache:
+        """The dataset's frame cache at ``image_size`` (built on first call when missing or stale).
+
+        ``threads``: the build's decoding threads (default: one per usable CPU).
+        """
         if self._cache is None:
             cams = [c for c in CAMERAS if c in self.camera_keys]
             self._cache = FrameCache.open(self.root, self.image_size, cams, self._videos_of, len(self),
-                                          progress=self.progress)
+                                          progress=self.progress, threads=threads)
         return self._cache
 
     def _videos_of(self, cam: str) -> list[tuple[pathlib.Path, list[tuple[int, int, int]]]]:

@@ -87,11 +87,12 @@ class FrameCache:
     @classmethod
     def open(cls, root: str | os.PathLike, image_size: int, cameras: Sequence[str],
              videos: Callable[[str], list[tuple[pathlib.Path, list[tuple[int, int, int]]]]],
-             num_rows: int, progress: bool = True) -> FrameCache:
+             num_rows: int, progress: bool = True, threads: int | None = None) -> FrameCache:
         """The cache of ``root`` at ``image_size``; built (or rebuilt) first when missing or stale.
 
         ``videos(camera)`` lists that camera's video files, each with its episodes as
-        (first dataset row, first frame in the file, frame count).
+        (first dataset row, first frame in the file, frame count). ``threads``: decoding threads of
+        a build (default: one per usable CPU).
         """
         root = pathlib.Path(root)
         where = _cache_dir(root)
@@ -107,12 +108,12 @@ class FrameCache:
                  and tuple(meta.get("shape", ())) == shape and meta.get("cameras") == list(cameras)
                  and data_path.is_file() and data_path.stat().st_size == int(np.prod(shape)))
         if not fresh:
-            _build(root, where, name, shape, cameras, videos, fingerprint, progress)
+            _build(root, where, name, shape, cameras, videos, fingerprint, progress, threads or available_cpus())
         return cls(data_path, shape, cameras)
 
 
 def _build(root: pathlib.Path, where: pathlib.Path, name: str, shape: tuple[int, ...], cameras: Sequence[str],
-           videos, fingerprint: str, progress: bool) -> None:
+           videos, fingerprint: str, progress: bool, threads: int) -> None:
     from tqdm.auto import tqdm
 
     where.mkdir(parents=True, exist_ok=True)
@@ -154,8 +155,8 @@ def _build(root: pathlib.Path, where: pathlib.Path, name: str, shape: tuple[int,
                 raise ValueError(f"{path}: frames {missing} (and {max(0, len(wanted) - 5)} more) that the "
                                  f"episode table names are not in the video")
 
-        # Decoding and resizing release the GIL: one thread per usable CPU decodes files side by side.
-        with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), available_cpus()))) as pool:
+        # Decoding and resizing release the GIL: ``threads`` threads decode files side by side.
+        with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), threads))) as pool:
             futures = [pool.submit(decode, out, *job) for job in jobs]
             try:
                 for done in futures:
