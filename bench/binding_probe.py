@@ -13,9 +13,11 @@ the colour-saliency target on the merged vision tokens, models/vision_aux.py; ``
 CLAP-RF's read-out instead of the language loss, a flow head (models/flow_head.py, the closed_loop
 shape) on decoder layers 0 and 1 at the prompt's positions, whose target chunk is +1 on the named
 cube's arm and -1 on the other; scored by the sign of the sampled chunk). ``--init DIR`` starts
-every run from a saved backbone (DIR/vlm), e.g. a grounded one of an earlier ``aux`` run. Renders are cached
-in bench/out/binding_probe, each trained backbone is saved there as NAME_sSEED (a policy stage's
-``init``: the grounded backbone of bench/RESULTS.md), results go to bench/results/binding_probe.json.
+every run from a saved backbone (DIR/vlm), e.g. a grounded one of an earlier ``aux`` run. Renders
+(``clap_sim.grounding.first_frames``: the frames ``clap sim ground`` trains on, whose ``aux`` run this
+probe's is) are cached in bench/out/binding_probe, each trained backbone is saved there as NAME_sSEED (a
+policy stage's ``init``: the grounded backbone of bench/RESULTS.md), results go to
+bench/results/binding_probe.json.
 """
 
 from __future__ import annotations
@@ -48,33 +50,6 @@ RUNS = {  # name -> (vision_aux weight, image size, patch size, objective: "lm" 
 }
 
 
-def render(first: int, count: int, size: int) -> dict[str, np.ndarray]:
-    """First frames of coloured_cubes seeds [first, first + count) at ``size`` px (cached)."""
-    path = OUT / f"cc_{first}_{count}_{size}.npz"
-    if not path.is_file():
-        from clap_sim.tasks import TASKS
-        from clap_train.data.images import resize_rgb
-
-        task = TASKS["coloured_cubes"]()
-        scene = task.make_scene(image_size=224)
-        images, instructions, subtasks = [], [], []
-        try:
-            for seed in range(first, first + count):
-                spec = task.reset(scene, seed)
-                frames = scene.render_all()
-                images.append(np.stack([resize_rgb(frames[c], size, size) for c in CAMERAS]))
-                instructions.append(spec.instruction)
-                # the scripted demonstrator's first subtask (clap_sim.scripted)
-                subtasks.append(f"move the {spec.extra['arm']} gripper above the {spec.extra['target']} cube")
-        finally:
-            scene.close()
-        OUT.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, images=np.stack(images), instruction=np.array(instructions),
-                            subtask=np.array(subtasks))
-    d = np.load(path)
-    return {k: d[k] for k in ("images", "instruction", "subtask")}
-
-
 def probe(name: str, seed: int, steps: int, train_n: int, batch: int, wrist_dropout: float = 0.3,
           init: pathlib.Path | None = None) -> dict:
     """Train one run and score the arm (word, or flow chunk) every 250 steps."""
@@ -85,8 +60,11 @@ def probe(name: str, seed: int, steps: int, train_n: int, batch: int, wrist_drop
     from clap_train.models.vlm import MRopePositions, VLMConfig, capture_layers
 
     weight, size, patch, objective, readout = RUNS[name]
-    train = render(20_000, train_n, size)
-    tests = {"heldout": render(30_000, 300, size), "train": {k: v[:300] for k, v in train.items()}}
+    from clap_sim.grounding import first_frames
+
+    train = first_frames("coloured_cubes", 20_000, train_n, size, cache=OUT)
+    tests = {"heldout": first_frames("coloured_cubes", 30_000, 300, size, cache=OUT),
+             "train": {k: v[:300] for k, v in train.items()}}
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     # the closed_loop configs' tiny shape

@@ -91,6 +91,9 @@ class Ablation:
     ntp_set: tuple[str, ...] = ()  # extra CLAP-NTP overrides of every arm (the budget)
     rf_set: tuple[str, ...] = ()  # extra CLAP-RF overrides of every arm
     arms: tuple[str, ...] = ARMS
+    # every arm's backbone starts grounded (``clap sim ground`` with the configs' CLAP-NTP config, once, shared):
+    # the sim's stand-in for a pretrained VLM; no_ntp then runs CLAP-RF + KM from it instead of random weights
+    grounded: bool = False
 
     def __post_init__(self) -> None:
         check_positive(demos=self.demos, human_videos=self.human_videos, episodes=self.episodes)
@@ -120,6 +123,11 @@ class Ablation:
         return out / "runs" / arm / f"s{seed}"
 
     @staticmethod
+    def grounded_dir(out: pathlib.Path) -> pathlib.Path:
+        """The grounded backbone's folder (its ``vlm/``: a stage's ``init``)."""
+        return out / "runs" / "grounded"
+
+    @staticmethod
     def nocon(out: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
         """The lambda_con = 0 VD-VAE's run folder and its labelled copy of the human videos."""
         return out / "runs" / "nocon", out / "human_dataset_nocon"
@@ -136,6 +144,11 @@ class Ablation:
     def data(self, out: pathlib.Path) -> list[Step]:
         """The shared data: datasets, Act-VAE, VD-VAE and labels, and (for no_contrastive) the lambda_con = 0 pair."""
         steps = data_steps(out, self.task, self.demos, self.human_videos, self.configs, human_task=self.novel)
+        if self.grounded:
+            where = self.grounded_dir(out)
+            steps.append(Step("ground the backbone", ("sim", "ground", "--config", str(self.configs / "ntp.yaml"),
+                                                      "--task", self.task, "--out", str(where), "--no-progress"),
+                              where / "vlm" / "config.json"))
         if "no_contrastive" in self.arms:
             p = Layout.of(out)
             runs, human = self.nocon(out)
@@ -163,14 +176,17 @@ class Ablation:
     def human_ds(self, out: pathlib.Path, arm: str) -> pathlib.Path:
         return self.nocon(out)[1] if arm == "no_contrastive" else Layout.of(out).human_ds
 
-    def ntp_sets(self, arm: str, seed: int) -> tuple[str, ...]:
-        """CLAP-NTP overrides of an arm: the human share, ``ntp_set``, the arm's own, the training seed."""
+    def ntp_sets(self, out: pathlib.Path, arm: str, seed: int) -> tuple[str, ...]:
+        """CLAP-NTP overrides of an arm: its start, the human share, ``ntp_set``, the arm's own, the training seed."""
+        start = (f"init={self.grounded_dir(out)}",) if self.grounded else ()
         own = ("human_fraction=0",) if arm == "no_human" else ()
-        return (f"human_fraction={self.human_fraction}", *self.ntp_set, *own, f"loop.seed={seed}")
+        return (*start, f"human_fraction={self.human_fraction}", *self.ntp_set, *own, f"loop.seed={seed}")
 
     def rf_sets(self, out: pathlib.Path, arm: str, seed: int) -> tuple[str, ...]:
         """CLAP-RF overrides of an arm: where it starts, ``rf_set``, the arm's own, the training seeds."""
-        if arm == "no_ntp":  # the random backbone: built from the RF config's vlm, with ntp_set's vlm changes
+        if arm == "no_ntp" and self.grounded:  # the grounded backbone, as the paper's starts from Qwen3-VL
+            start = (f"act_vae={Layout.of(out).act_vae}", f"init={self.grounded_dir(out)}")
+        elif arm == "no_ntp":  # the random backbone: built from the RF config's vlm, with ntp_set's vlm changes
             start = (f"act_vae={Layout.of(out).act_vae}", *(s for s in self.ntp_set if s.startswith("vlm.")))
         else:
             start = (f"init={self.run_dir(out, 'full' if arm == 'no_km' else arm, seed) / 'ntp' / 'policy'}",)
@@ -185,7 +201,7 @@ class Ablation:
             for arm in self.trained_ntp():
                 key = f"{arm} s{seed} ntp"
                 ntp[key] = [ntp_step(self.run_dir(out, arm, seed), self.configs, p.act_vae, [p.robot_ds],
-                                     [self.human_ds(out, arm)], self.ntp_sets(arm, seed), name=key)]
+                                     [self.human_ds(out, arm)], self.ntp_sets(out, arm, seed), name=key)]
             for arm in self.trained_rf():
                 key = f"{arm} s{seed} rf"
                 rf[key] = [rf_step(self.run_dir(out, arm, seed), self.configs, [p.robot_ds], [self.human_ds(out, arm)],
@@ -330,6 +346,8 @@ def parse_args(argv: list[str] | None, description: str = "") -> tuple[argparse.
                    help="CLAP-NTP overrides for every arm (e.g. loop.steps=4000)")
     p.add_argument("--set-rf", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="CLAP-RF overrides for every arm (e.g. stage2.steps=8000)")
+    p.add_argument("--grounded", action="store_true",
+                   help="every backbone starts grounded (clap sim ground, once): the sim's pretrained VLM")
     p.add_argument("--no-parallel", dest="parallel", action="store_false", help="one job at a time")
     p.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "out" / "ablation")
     p.add_argument("--results", type=pathlib.Path, default=ROOT / "bench" / "results" / "ablation.json",
@@ -339,7 +357,7 @@ def parse_args(argv: list[str] | None, description: str = "") -> tuple[argparse.
         bench = Ablation(arms=tuple(args.arms), seeds=tuple(args.seeds), episodes=args.episodes,
                          eval_seed=args.eval_seed, demos=args.demos, human_videos=args.human_videos,
                          human_fraction=args.human_fraction, configs=args.configs, ntp_set=tuple(args.set_ntp),
-                         rf_set=tuple(args.set_rf))
+                         rf_set=tuple(args.set_rf), grounded=args.grounded)
         stage_configs(bench.configs, ntp=bench.ntp_set, rf=bench.rf_set)
     except (ValueError, ConfigError) as exc:
         p.error(str(exc))

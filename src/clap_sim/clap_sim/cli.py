@@ -4,6 +4,7 @@
     sim human-videos --task transfer_cube --episodes N --out DIR [--seed S]
     sim bridge --task transfer_cube [--seed S] [ROS args]      (the sim bridge node)
     sim eval --task transfer_cube --episodes N --policy scripted|PATH --out DIR
+    sim ground --config config/train/coloured_cubes/ground.yaml --out DIR [--set KEY=VALUE ...]
 
 Sub-commands import what they need when they run, so ``record`` and ``human-videos`` never
 import rclpy.
@@ -12,8 +13,11 @@ import rclpy.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
+
+from .grounding import Grounding
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -45,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--episodes", type=int, required=True)
     p.add_argument("--out", type=Path, required=True)
+
+    p = sub.add_parser("ground", help="grounding pretraining of the tiny VLM on rendered first frames (its "
+                                      "backbone: OUT/vlm, a stage's init)")
+    p.add_argument("--config", type=Path, required=True,
+                   help="the CLAP-NTP config whose backbone shape and vision_aux the grounding takes")
+    p.add_argument("--out", type=Path, required=True)
+    for field in dataclasses.fields(Grounding):
+        p.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
 
     p = sub.add_parser("eval", help="closed-loop evaluation through the policy node over DDS (needs ROS)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -82,6 +95,22 @@ def main(argv: list[str] | None = None) -> int:
         videos = record_human_videos(args.task, args.episodes, args.out, seed=args.seed,
                                      image_size=args.image_size, n_steps=args.steps)
         print(f"wrote {len(videos)} videos and {args.out / 'instructions.json'}")
+        return 0
+    if args.command == "ground":
+        import json
+
+        from clap_train.config import load_config
+        from clap_train.train.ntp import NTPTrainConfig
+
+        from .grounding import ground
+
+        ntp_cfg = load_config(NTPTrainConfig, args.config)
+        run = Grounding(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Grounding)})
+        args.out.mkdir(parents=True, exist_ok=True)
+        history = ground(ntp_cfg, run, args.out, progress=args.progress)
+        (args.out / "ground.json").write_text(json.dumps({"ntp_config": str(args.config), **dataclasses.asdict(run),
+                                                         "loss": history}, indent=1) + "\n")
+        print(f"ground: {run.steps} steps, loss {history[-1]['loss']:.4g}; backbone saved to {args.out / 'vlm'}")
         return 0
     return 2
 

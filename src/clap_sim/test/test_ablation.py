@@ -10,7 +10,7 @@ from clap_sim import ablation
 from clap_sim.ablation import ARMS, Ablation
 from clap_sim.eval_report import newcombe, wilson
 from clap_sim.pipeline import recipe
-from clap_sim.steps import StepSeconds
+from clap_sim.steps import CONFIGS, StepSeconds
 from clap_train.train.runner import StepResult
 from stage_cli import stage_args, stage_cfg
 
@@ -87,6 +87,23 @@ def test_arms_that_reuse_full_train_only_what_they_need(tmp_path):
     assert list(ntp) == ["full s1 ntp"] and list(rf) == ["full s1 rf"]
     ntp, rf = (_flat(p) for p in Ablation(arms=("no_ntp",), seeds=(1,)).training(tmp_path))
     assert ntp == {} and list(rf) == ["no_ntp s1 rf"]
+
+
+def test_a_grounded_table_starts_every_backbone_from_one_grounding(tmp_path):
+    bench = Ablation(seeds=(3,), grounded=True, configs=CONFIGS / "coloured_cubes")
+    ground = [s for s in bench.data(tmp_path) if s.name == "ground the backbone"]
+    where = tmp_path / "runs" / "grounded"
+    assert len(ground) == 1 and ground[0].marker == where / "vlm" / "config.json"
+    a = ground[0].argv
+    assert a[:2] == ("sim", "ground") and a[a.index("--config") + 1] == str(CONFIGS / "coloured_cubes" / "ntp.yaml")
+    assert a[a.index("--out") + 1] == str(where) and a[a.index("--task") + 1] == "coloured_cubes"
+    ntp, rf = (_flat(p) for p in bench.training(tmp_path))
+    assert {stage_cfg(step).init for step in ntp.values()} == {str(where)}
+    # w/o NTP: CLAP-RF + KM from the grounded backbone (the paper's starts from the pretrained VLM)
+    no_ntp = stage_cfg(rf["no_ntp s3 rf"])
+    assert no_ntp.init == str(where) and no_ntp.act_vae == str(tmp_path / "runs" / "act_vae" / "act_vae")
+    assert stage_cfg(rf["full s3 rf"]).init == str(tmp_path / "runs" / "full" / "s3" / "ntp" / "policy")
+    assert not [s for s in Ablation().data(tmp_path) if s.name == "ground the backbone"]
 
 
 def test_every_policy_is_evaluated_in_lockstep_in_and_out_of_distribution(tmp_path):

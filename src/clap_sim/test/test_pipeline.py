@@ -83,3 +83,18 @@ def test_write_result_writes_the_json_the_markdown_and_the_copy(tmp_path, capsys
     assert (tmp_path / "result.md").read_text() == "# table\n"
     assert (tmp_path / "results" / "bench.json").read_text() == (tmp_path / "result.json").read_text()
     assert "# table" in capsys.readouterr().out
+
+
+SHIPPED = sorted((pathlib.Path(__file__).resolve().parents[3] / "config" / "train").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_training_config_loads_for_its_stage(path):
+    import importlib
+
+    from clap_train.config import load_config
+    from clap_train.train.cli import STAGES
+
+    stage = path.stem.replace("_", "-")
+    assert stage in STAGES, f"{path}: the file name does not name a stage ({list(STAGES)})"
+    load_config(importlib.import_module(STAGES[stage][0]).SPEC.config, path)
