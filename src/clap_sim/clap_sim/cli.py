@@ -4,7 +4,7 @@
     sim human-videos --task transfer_cube --episodes N --out DIR [--seed S]
     sim bridge --task transfer_cube [--seed S] [ROS args]      (the sim bridge node)
     sim eval --task transfer_cube --episodes N --policy scripted|PATH --out DIR
-    sim ground --config config/train/coloured_cubes/ground.yaml --out DIR [--set KEY=VALUE ...]
+    sim ground --config config/train/coloured_cubes/ntp.yaml --out DIR [--scenes N] [--steps N] [--seed S]
 
 Sub-commands import what they need when they run, so ``record`` and ``human-videos`` never
 import rclpy.
