@@ -34,7 +34,6 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "binding_probe"
 RESULTS = ROOT / "bench" / "results" / "binding_probe.json"
-CAMERAS = ("head", "left_wrist", "right_wrist")
 RUNS = {  # name -> (vision_aux weight, image size, patch size, objective: "lm" or "rf", rf read-out)
     "plain": (0.0, 64, 16, "lm", None),
     "aux": (16.0, 64, 16, "lm", None),

@@ -17,26 +17,21 @@ import argparse
 import json
 from pathlib import Path
 
-from clap_sim.scene import BimanualScene  # noqa: F401,I100  first: it selects MuJoCo's EGL backend
+from clap_sim.scene import ARMS  # noqa: I100  first: it selects MuJoCo's EGL backend
 import numpy as np  # noqa: I100
 from clap_sim.scripted import euler_to_quat_wxyz, quat_wxyz_to_euler
 from clap_sim.tasks import make_task
 from clap_train.data.layout import DEFAULT_LAYOUT
+from clap_train.data.rotations import wrap_to_pi
 from clap_train.data.samples.mirror import MirrorMap
-
-ARMS = ("left", "right")
 
 
 def settle(task, objects: dict, vector: np.ndarray, seconds: float = 2.0):
     """Images and reached [14] pose vector of the scene with ``objects`` and arm targets ``vector``."""
     scene = task.make_scene(image_size=224, render=True)
     try:
-        model, data = scene.physics.model, scene.physics.data
         scene.reset_arms()
-        for joint, pose in objects.items():
-            adr = model.jnt_qposadr[model.name2id(joint, "joint")]
-            data.qpos[adr:adr + 7] = pose
-        scene.physics.forward()
+        scene.place_objects(objects)
         for arm in ARMS:
             s = DEFAULT_LAYOUT.arm(arm)
             scene.set_arm_target(arm, vector[s.position], euler_to_quat_wxyz(vector[s.euler]), vector[s.gripper])
@@ -80,15 +75,13 @@ def main() -> None:
         predicted = {"head": images["head"][:, ::-1], "left_wrist": images["right_wrist"][:, ::-1],
                      "right_wrist": images["left_wrist"][:, ::-1]}
         unflipped = {"head": images["head"], "left_wrist": images["right_wrist"], "right_wrist": images["left_wrist"]}
-        pose_err = np.abs(np.angle(np.exp(1j * (mirror(reached) - m_reached))))  # Euler angles: modulo 2 pi
-        pose_err[DEFAULT_LAYOUT.indices("x", "y", "z")] = np.abs(mirror(reached) - m_reached)[
-            DEFAULT_LAYOUT.indices("x", "y", "z")]
+        diff = mirror(reached) - m_reached
         rows.append({
             "seed": spec.seed,
             "mirror_error": {c: float(np.abs(m_images[c].astype(float) - predicted[c]).mean()) for c in predicted},
             "unflipped_error": {c: float(np.abs(m_images[c].astype(float) - unflipped[c]).mean()) for c in predicted},
-            "position_error_mm": float(1e3 * pose_err[DEFAULT_LAYOUT.indices("x", "y", "z")].max()),
-            "euler_error_deg": float(np.degrees(pose_err[DEFAULT_LAYOUT.euler_indices].max())),
+            "position_error_mm": float(1e3 * np.abs(diff[DEFAULT_LAYOUT.indices("x", "y", "z")]).max()),
+            "euler_error_deg": float(np.degrees(np.abs(wrap_to_pi(diff[DEFAULT_LAYOUT.euler_indices])).max())),
         })
         print(json.dumps(rows[-1]))
     cams = list(rows[0]["mirror_error"])

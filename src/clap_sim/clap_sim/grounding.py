@@ -27,8 +27,6 @@ import time
 
 import numpy as np
 
-CAMERAS = ("head", "left_wrist", "right_wrist")
-
 
 @dataclasses.dataclass(frozen=True)
 class Grounding:
@@ -57,6 +55,7 @@ def first_frames(task_name: str, first: int, count: int, size: int,
     if path is None or not path.is_file():
         from clap_train.data.images import resize_rgb
 
+        from .scene import CAMERAS
         from .scripted import scripted_trajectory
         from .tasks import make_task
 
@@ -83,10 +82,10 @@ def first_frames(task_name: str, first: int, count: int, size: int,
     return {k: d[k] for k in ("images", "instruction", "subtask")}
 
 
-def ground(ntp_cfg, run: Grounding, out: pathlib.Path, progress: bool = True) -> list[dict]:
-    """Ground a backbone of ``ntp_cfg``'s shape and save it to ``out/vlm``; returns the loss every 50 steps.
+def ground(cfg, run: Grounding, out: pathlib.Path, progress: bool = True) -> list[dict]:
+    """Ground a backbone of ``cfg``'s shape and save it to ``out/vlm``; returns the loss every 50 steps.
 
-    From the CLAP-NTP config ``ntp_cfg`` (``NTPTrainConfig``) it takes what it shares with that stage:
+    From the CLAP-NTP config ``cfg`` (``NTPTrainConfig``) it takes what it shares with that stage:
     the VLM's shape (``vlm``), ``vision_aux`` and its grid, and ``wrist_dropout``.
     """
     import torch
@@ -97,7 +96,6 @@ def ground(ntp_cfg, run: Grounding, out: pathlib.Path, progress: bool = True) ->
     from clap_train.models.vision_aux import VisionAux
     from clap_train.models.vlm import MRopePositions
 
-    cfg = ntp_cfg
     data = first_frames(run.task, run.first_seed, run.scenes, cfg.vlm.image_size, cache=out)
     torch.manual_seed(run.seed)
     rng = np.random.default_rng(run.seed)

@@ -185,6 +185,14 @@ class BimanualScene:
         self.physics.forward()
         self.time = 0.0
 
+    def place_objects(self, objects: dict[str, np.ndarray]) -> None:
+        """Put free objects at poses (joint name -> xyz + quat wxyz), then recompute the kinematics."""
+        model, data = self.physics.model, self.physics.data
+        for joint, pose in objects.items():
+            adr = model.jnt_qposadr[model.name2id(joint, "joint")]
+            data.qpos[adr:adr + 7] = pose
+        self.physics.forward()
+
     def set_arm_target(self, arm: str, pos, quat, gripper: float | None = None) -> None:
         """Set one arm's end-effector target: position (m), quaternion (w,x,y,z), aperture 0..1."""
         if arm not in ARMS:

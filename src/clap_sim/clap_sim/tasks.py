@@ -74,11 +74,7 @@ class Task:
         """
         spec = self.sample(seed)
         scene.reset_arms()
-        model, data = scene.physics.model, scene.physics.data
-        for joint, pose in spec.objects.items():
-            adr = model.jnt_qposadr[model.name2id(joint, "joint")]
-            data.qpos[adr:adr + 7] = pose
-        scene.physics.forward()
+        scene.place_objects(spec.objects)
         for _ in range(int(round(self.settle_seconds * scene.rate_hz))):
             scene.step()
         scene.time = 0.0
