@@ -77,7 +77,7 @@ def test_a_missing_wrist_moves_with_its_image(dataset):
     base = open_mixed(Sources(robot=(DatasetEntry(str(dataset)),)), load_config(ntp.NTPTrainConfig, None, []),
                       8, 32, 4, None, progress=False)[0].base
     one_wrist = _Masked(base, torch.tensor([True, True, False]))
-    assert Mirrored(one_wrist, DEFAULT_LAYOUT)[len(base)]["image_mask"].tolist() == [True, False, True]
+    assert Mirrored(one_wrist)[len(base)]["image_mask"].tolist() == [True, False, True]
 
 
 class _Masked:
@@ -85,7 +85,7 @@ class _Masked:
 
     def __init__(self, base, mask):
         self.base, self.mask = base, mask
-        self.action_space = base.action_space
+        self.action_space, self.layout = base.action_space, base.layout
 
     def __len__(self):
         return len(self.base)

@@ -88,10 +88,10 @@ def mirror_images(images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 class Mirrored(Dataset):
     """A robot dataset (``ClapDataset`` or ``DatasetMix``) followed by the mirror image of each sample."""
 
-    def __init__(self, base: Any, layout: ActionLayout):
+    def __init__(self, base: Any):
         from clap_train.data.samples.dataset import CAMERAS
 
-        self.base, self.layout, self.map = base, layout, MirrorMap(layout)
+        self.base, self.map = base, MirrorMap(base.layout)
         self._mask_order = [CAMERAS.index(c) for c in ("head", "right_wrist", "left_wrist")]
 
     def __len__(self) -> int:

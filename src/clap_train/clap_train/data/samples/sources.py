@@ -221,7 +221,7 @@ def open_mixed(sources: Sources, cfg: Any, chunk_len: int, image_size: int, num_
     if mirror:
         from clap_train.data.samples.mirror import Mirrored
 
-        robot = Mirrored(robot, layout)
+        robot = Mirrored(robot)
     if not human or not sources.has_human:
         return TokenTargets(robot, num_queries), space
     people = open_human(sources, cfg, chunk_len, image_size, seed=cfg.synthetic_seed + 1, layout=layout,
