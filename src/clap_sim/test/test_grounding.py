@@ -1,17 +1,14 @@
 """``clap sim ground``: first frames and their first subtask, a grounding whose loss falls, a backbone to load."""
 
-import pathlib
-
 import numpy as np
 import pytest
 from clap_sim.cli import build_parser
 from clap_sim.grounding import Grounding, first_frames, ground
 from clap_sim.scripted import scripted_trajectory
+from clap_sim.steps import CONFIGS
 from clap_sim.tasks import make_task
 from clap_train.config import load_config
 from clap_train.train.ntp import NTPTrainConfig
-
-CONFIGS = pathlib.Path(__file__).resolve().parents[3] / "config" / "train"
 
 
 def test_first_frames_carry_the_instruction_and_the_first_subtask(tmp_path):

@@ -6,6 +6,7 @@ import pathlib
 
 import pytest
 from clap_sim.pipeline import RECIPES, ClosedLoop, Demo, HumanTransfer, recipe
+from clap_sim.steps import CONFIGS
 from stage_cli import stage_args
 
 
@@ -85,7 +86,7 @@ def test_write_result_writes_the_json_the_markdown_and_the_copy(tmp_path, capsys
     assert "# table" in capsys.readouterr().out
 
 
-SHIPPED = sorted((pathlib.Path(__file__).resolve().parents[3] / "config" / "train").rglob("*.yaml"))
+SHIPPED = sorted(CONFIGS.rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
